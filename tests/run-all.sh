@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: every Rust test of the workspace, then the real clients (Python XenAPI SDK, Xen
+# Orchestra's xen-api) against a freshly started daemon on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked -p xapi-server
+cargo test --locked --workspace
+
+# The real clients against a real daemon, in a data dir of its own, on a free loopback port.
+data_dir="$(mktemp -d)"
+password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+XAPI_ROOT_PASSWORD="$password" RUST_LOG=warn ./target/debug/xapi-server \
+  --data-dir "$data_dir" --http "127.0.0.1:$port" >"$data_dir/daemon.log" 2>&1 &
+daemon=$!
+cleanup() {
+  kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  rm -rf "$data_dir"
+}
+trap cleanup EXIT
+for _ in $(seq 1 300); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  kill -0 "$daemon" 2>/dev/null || { cat "$data_dir/daemon.log"; echo "xapi-server exited"; exit 1; }
+  sleep 0.1
+done
+status=0
+tests/clients/run.sh "http://127.0.0.1:$port" root "$password" || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "--- daemon log"
+  tail -n 50 "$data_dir/daemon.log"
+fi
+exit $status

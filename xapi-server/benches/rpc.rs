@@ -1,0 +1,2 @@
+//! Placeholder replaced by the RPC benchmark.
+fn main() {}

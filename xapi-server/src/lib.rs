@@ -1,0 +1,113 @@
+//! The xapi-rs daemon: the XenAPI over XML-RPC and JSON-RPC, on a durable SQLite store.
+//!
+//! Entry points: [`open`] builds the [`State`] from a data directory (migrating the store and describing this
+//! host on first start); [`app`] is the HTTP router over it; [`serve_tcp`] and [`serve_unix`] run it until a
+//! shutdown signal. Tests bind port 0 and a temporary data directory and use the same functions.
+
+pub mod auth;
+pub mod bootstrap;
+mod classes;
+pub mod coerce;
+pub mod db;
+pub mod dispatch;
+pub mod error;
+mod generic;
+pub mod rpc;
+pub mod state;
+pub mod where_expr;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use tokio::net::{TcpListener, UnixListener};
+
+pub use rpc::app;
+pub use state::{Peer, Settings, State};
+
+/// What the daemon is started with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The root password for a first start; `None`: generate one into `DATA_DIR/root-password`.
+    pub root_password: Option<String>,
+    pub settings: Settings,
+}
+
+/// The store inside a data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("xapi.db")
+}
+
+/// Opens the data directory (creating it), the store, and makes the store describe this host.
+pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = db::Store::open(&db_path(&config.data_dir))?;
+    let facts = host_agent::facts::read()?;
+    let password = match &config.root_password {
+        Some(p) => bootstrap::RootPassword::Given(p.clone()),
+        None => bootstrap::RootPassword::Generate(config.data_dir.join("root-password")),
+    };
+    let (host, pool) = bootstrap::run(&store, &facts, password)?;
+    Ok(Arc::new(State::new(store, config.settings.clone(), host, pool)))
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
+        Peer::Unix { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+pub async fn serve_tcp(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+pub async fn serve_unix(
+    listener: UnixListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Destroys sessions that have been idle longer than the configured timeout, once a minute.
+pub fn spawn_session_reaper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60).min(state.settings.session_idle_timeout));
+        loop {
+            tick.tick().await;
+            let idle = state.idle_sessions();
+            if idle.is_empty() {
+                continue;
+            }
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let class = xapi_types::model::class("session").expect("session class");
+                for r in idle {
+                    st.session_ended(&r);
+                    if let Err(e) = st.store.transaction(|tx| tx.delete(class, &r)) {
+                        tracing::warn!(session = %r, error = %e, "could not destroy an idle session");
+                    } else {
+                        tracing::info!(session = %r, "destroyed an idle session");
+                    }
+                }
+            })
+            .await;
+        }
+    })
+}

@@ -1,0 +1,112 @@
+//! `xapi-server`: the daemon's command line.
+//!
+//! ```text
+//! xapi-server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--socket PATH] [--libvirt-uri URI]
+//!             [--root-password-file FILE]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use xapi_server::{Config, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "xapi-server", version, about = "A XenAPI-compatible toolstack daemon")]
+struct Args {
+    /// Where the store, the root password file and the default socket live (production: /var/lib/xapi-rs).
+    #[arg(long, default_value = "./var")]
+    data_dir: PathBuf,
+    /// Plain-HTTP listen address (production: 0.0.0.0:80). `none` turns plain HTTP off.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// HTTPS listen address (production: 0.0.0.0:443). Not available in this build yet.
+    #[arg(long)]
+    https: Option<SocketAddr>,
+    /// Unix socket on which local root needs no password (default DATA_DIR/xapi; XenServer: /var/lib/xcp/xapi).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The libvirt connection VMs run on (used from the VM lifecycle on).
+    #[arg(long, default_value = "qemu:///system")]
+    libvirt_uri: String,
+    /// A file holding the root password, read on first start only (else $XAPI_ROOT_PASSWORD, else generated
+    /// into DATA_DIR/root-password).
+    #[arg(long)]
+    root_password_file: Option<PathBuf>,
+    /// Destroy sessions idle for longer than this many seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    session_idle_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    if let Some(addr) = args.https {
+        bail!("--https {addr}: HTTPS is not available in this build yet; use --http (or a TLS proxy) for now");
+    }
+    let root_password = match (&args.root_password_file, std::env::var("XAPI_ROOT_PASSWORD")) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        (None, Ok(p)) if !p.is_empty() => Some(p),
+        _ => None,
+    };
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        root_password,
+        settings: Settings { session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout) },
+    };
+    let state = tokio::task::spawn_blocking(move || xapi_server::open(&config)).await??;
+    tracing::info!(libvirt_uri = args.libvirt_uri, "libvirt connection (used by the VM lifecycle, not yet)");
+    xapi_server::spawn_session_reaper(state.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    if args.http != "none" {
+        let addr: SocketAddr = args.http.parse().with_context(|| format!("--http {}", args.http))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTP");
+        servers.spawn(xapi_server::serve_tcp(listener, state.clone(), stopped()));
+    }
+    let socket = args.socket.clone().unwrap_or_else(|| args.data_dir.join("xapi"));
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), "serving XenAPI on the unix socket (root needs no password)");
+    servers.spawn(xapi_server::serve_unix(listener, state.clone(), stopped()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        Some(done) = servers.join_next() => {
+            done??;
+            bail!("a listener stopped unexpectedly");
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while let Some(done) = servers.join_next().await {
+        done??;
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

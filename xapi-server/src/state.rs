@@ -1,0 +1,89 @@
+//! The daemon's shared state: the store, the objects that describe this host, settings, and session activity.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use xapi_types::model;
+
+use crate::db::{Ref, Store};
+use crate::error::ApiError;
+
+/// Settings that are not XenAPI objects.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A session unused for this long is destroyed (xapi: 24 h).
+    pub session_idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { session_idle_timeout: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(std::net::SocketAddr),
+    /// A unix-socket client with its uid (`SO_PEERCRED`); uid 0 is root and needs no password, as on XenServer.
+    Unix {
+        uid: Option<u32>,
+    },
+}
+
+impl Peer {
+    pub fn is_local_root(&self) -> bool {
+        matches!(self, Peer::Unix { uid: Some(0) })
+    }
+}
+
+pub struct State {
+    pub store: Store,
+    pub settings: Settings,
+    /// This host and its pool (filled in at first start, kept across restarts).
+    pub host: Ref,
+    pub pool: Ref,
+    /// Last use of each live session. Kept in memory: writing it to disk on every call would make every read a
+    /// write (xapi's own lock-contention trap); a restart counts as activity.
+    activity: Mutex<HashMap<Ref, Instant>>,
+}
+
+impl State {
+    pub fn new(store: Store, settings: Settings, host: Ref, pool: Ref) -> State {
+        let now = Instant::now();
+        let session = model::class("session").expect("session class");
+        let activity = store.all(session).into_iter().map(|(r, _)| (r, now)).collect();
+        State { store, settings, host, pool, activity: Mutex::new(activity) }
+    }
+
+    fn activity(&self) -> std::sync::MutexGuard<'_, HashMap<Ref, Instant>> {
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session `r` if it is live, marking it used; `SESSION_INVALID [r]` otherwise.
+    pub fn check_session(&self, r: &str) -> Result<Ref, ApiError> {
+        let mut activity = self.activity();
+        match activity.get_mut(r) {
+            Some(last) => {
+                *last = Instant::now();
+                Ok(activity.get_key_value(r).map(|(k, _)| k.clone()).expect("just found"))
+            }
+            None => Err(ApiError::session_invalid(r)),
+        }
+    }
+
+    pub fn session_started(&self, r: Ref) {
+        self.activity().insert(r, Instant::now());
+    }
+
+    pub fn session_ended(&self, r: &str) {
+        self.activity().remove(r);
+    }
+
+    /// Sessions idle for longer than the timeout.
+    pub fn idle_sessions(&self) -> Vec<Ref> {
+        let timeout = self.settings.session_idle_timeout;
+        self.activity().iter().filter(|(_, last)| last.elapsed() > timeout).map(|(r, _)| r.clone()).collect()
+    }
+}

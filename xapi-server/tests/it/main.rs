@@ -1,0 +1,8 @@
+//! Integration tests of the daemon through real HTTP: wire bytes, dispatch and errors, persistence.
+
+// `&[sess.clone()]` reads better than `std::slice::from_ref(&sess)` in call lists.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+mod persistence;
+mod rpc;
+mod support;

@@ -1,0 +1,107 @@
+//! Test factories: a daemon on port 0 in a temporary data dir, and small clients for both protocols.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use xapi_types::Value;
+use xapi_types::wire::{jsonrpc, xmlrpc};
+
+pub const PASSWORD: &str = "test-root-password";
+
+/// A response as the client saw it.
+pub struct Http {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+pub fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Http {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent
+        .post(&format!("http://{addr}{path}"))
+        .header("Content-Type", content_type)
+        .send(body)
+        .expect("the daemon answers");
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    Http { status: resp.status().as_u16(), content_type, body: resp.body_mut().read_to_string().unwrap() }
+}
+
+/// The real `xapi-server` binary, started on a free loopback port with its own data dir.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Daemon {
+    pub fn start(data_dir: &Path) -> Daemon {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--http")
+            .arg(addr.to_string())
+            .env("XAPI_ROOT_PASSWORD", PASSWORD)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start xapi-server");
+        let d = Daemon { addr, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn xml(&self, method: &str, params: &[Value]) -> Result<Value, Vec<String>> {
+        xml_call(self.addr, method, params)
+    }
+
+    pub fn login(&self) -> String {
+        let r = self.xml("session.login_with_password", &[Value::str("root"), Value::str(PASSWORD)]);
+        r.expect("login").as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One XML-RPC call; `Err` carries the `ErrorDescription`.
+pub fn xml_call(addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, Vec<String>> {
+    let r = post(addr, "/", "text/xml", &xmlrpc::write_call(method, params));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.content_type, "text/xml");
+    xmlrpc::parse_result(r.body.as_bytes()).expect("a well-formed response")
+}
+
+/// One JSON-RPC 2.0 call.
+pub fn json_call(addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, Vec<String>> {
+    let body = jsonrpc::write_call(method, params, jsonrpc::Version::V2, serde_json::json!(7));
+    let r = post(addr, "/jsonrpc", "application/json", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.content_type, "application/json");
+    jsonrpc::parse_response(r.body.as_bytes()).expect("a well-formed response")
+}
+
+pub fn err(code: &str, params: &[&str]) -> Result<Value, Vec<String>> {
+    Err(std::iter::once(code).chain(params.iter().copied()).map(String::from).collect())
+}

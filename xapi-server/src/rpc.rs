@@ -68,25 +68,85 @@ fn reply(content_type: &'static str, body: Vec<u8>) -> Response {
     with_cors(r)
 }
 
-async fn xml_handler(state: Arc<State>, peer: Peer, body: Bytes) -> Response {
-    let bytes = match xmlrpc::parse_call(&body) {
-        Ok(call) => {
-            run(state, peer, call, |result| match result {
-                Ok(Reply::Bare(v)) => xmlrpc::bare(&v),
-                Ok(r) => {
-                    let mut sink = xmlrpc::XmlSink::new();
-                    xmlrpc::begin_success(&mut sink.out);
-                    emit_reply(&r, &mut sink);
-                    xmlrpc::end_success(&mut sink.out);
-                    sink.out
-                }
-                Err(e) => xmlrpc::failure(&e.description()),
-            })
-            .await
+/// The protocol a call came in, which its answer goes out in.
+enum Proto {
+    Xml,
+    Json(jsonrpc::Envelope),
+}
+
+/// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory.
+const CHUNK: usize = 256 << 10;
+
+/// A record set larger than this is streamed (chunked transfer encoding) rather than sent in one body.
+const STREAM_ROWS: usize = 64;
+
+/// A sink whose output buffer may be drained between values.
+trait Buffered: Sink {
+    fn buffer(&mut self) -> &mut Vec<u8>;
+}
+
+impl Buffered for xmlrpc::XmlSink {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
+impl Buffered for jsonrpc::JsonSink {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
+impl Proto {
+    fn content_type(&self) -> &'static str {
+        match self {
+            Proto::Xml => "text/xml",
+            Proto::Json(_) => "application/json",
         }
-        Err(e) => xmlrpc::failure(&ApiError::unmarshal("methodCall", &e.to_string()).description()),
-    };
-    reply("text/xml", bytes)
+    }
+
+    fn failure(&self, e: &ApiError) -> Vec<u8> {
+        match self {
+            Proto::Xml => xmlrpc::failure(&e.description()),
+            Proto::Json(env) => jsonrpc::failure(env, &e.description()),
+        }
+    }
+
+    /// Writes a successful answer, handing each chunk to `flush`; stops early if `flush` answers `false`.
+    fn write_success(&self, reply: &Reply, flush: &mut dyn FnMut(Vec<u8>) -> bool) {
+        match self {
+            Proto::Xml => {
+                if let Reply::Bare(v) = reply {
+                    flush(xmlrpc::bare(v));
+                    return;
+                }
+                let mut sink = xmlrpc::XmlSink::new();
+                xmlrpc::begin_success(&mut sink.out);
+                if emit_reply(reply, &mut sink, flush) {
+                    xmlrpc::end_success(&mut sink.out);
+                    flush(std::mem::take(&mut sink.out));
+                }
+            }
+            Proto::Json(env) => {
+                let mut sink = jsonrpc::JsonSink::new();
+                jsonrpc::begin_success(&mut sink.out, env);
+                if emit_reply(reply, &mut sink, flush) {
+                    jsonrpc::end_success(&mut sink.out, env);
+                    flush(std::mem::take(&mut sink.out));
+                }
+            }
+        }
+    }
+}
+
+async fn xml_handler(state: Arc<State>, peer: Peer, body: Bytes) -> Response {
+    match xmlrpc::parse_call(&body) {
+        Ok(call) => run(state, peer, call, Proto::Xml).await,
+        Err(e) => {
+            let proto = Proto::Xml;
+            reply(proto.content_type(), proto.failure(&ApiError::unmarshal("methodCall", &e.to_string())))
+        }
+    }
 }
 
 async fn json_handler(
@@ -94,36 +154,20 @@ async fn json_handler(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Bytes,
 ) -> Response {
-    let bytes = match jsonrpc::parse_call(&body) {
-        Ok((env, call)) => {
-            run(state, peer, call, move |result| match result {
-                Ok(r) => {
-                    let mut sink = jsonrpc::JsonSink::new();
-                    jsonrpc::begin_success(&mut sink.out, &env);
-                    emit_reply(&r, &mut sink);
-                    jsonrpc::end_success(&mut sink.out, &env);
-                    sink.out
-                }
-                Err(e) => jsonrpc::failure(&env, &e.description()),
-            })
-            .await
-        }
+    match jsonrpc::parse_call(&body) {
+        Ok((env, call)) => run(state, peer, call, Proto::Json(env)).await,
         Err(e) => {
-            let env = jsonrpc::Envelope { version: jsonrpc::Version::V2, id: serde_json::Value::Null };
-            jsonrpc::failure(&env, &ApiError::unmarshal("JSON-RPC request", &e.to_string()).description())
+            // Without a well-formed request there is no id to echo.
+            let proto = Proto::Json(jsonrpc::Envelope { version: jsonrpc::Version::V2, id: serde_json::Value::Null });
+            reply(proto.content_type(), proto.failure(&ApiError::unmarshal("JSON-RPC request", &e.to_string())))
         }
-    };
-    reply("application/json", bytes)
+    }
 }
 
-/// Dispatches and encodes. Cheap reads run on the async worker; calls that write to disk, and the encoding of
-/// many records, run where blocking is allowed, so that they never stall other connections.
-async fn run(
-    state: Arc<State>,
-    peer: Peer,
-    call: Call,
-    encode: impl FnOnce(Result<Reply, ApiError>) -> Vec<u8> + Send + 'static,
-) -> Vec<u8> {
+/// Dispatches and answers. Cheap reads run on the async worker; calls that write to disk run where blocking is
+/// allowed, so that they never stall other connections; large record sets are encoded on a blocking thread and
+/// streamed out in chunks as they are encoded.
+async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Response {
     let method = call.method.clone();
     let result = if dispatch::is_read_only(&method) {
         dispatch::dispatch(&state, &peer, call)
@@ -132,14 +176,37 @@ async fn run(
             .await
             .unwrap_or_else(|e| Err(ApiError::internal(format!("{method} panicked: {e}"))))
     };
-    if let Err(e) = &result {
-        tracing::debug!(method, error = %e, "call failed");
+    let content_type = proto.content_type();
+    let r = match result {
+        Err(e) => {
+            tracing::debug!(method, error = %e, "call failed");
+            return reply(content_type, proto.failure(&e));
+        }
+        Ok(r) => r,
+    };
+    if !matches!(&r, Reply::Records(_, rows) if rows.len() > STREAM_ROWS) {
+        let mut out = Vec::new();
+        proto.write_success(&r, &mut |chunk| {
+            if out.is_empty() {
+                out = chunk;
+            } else {
+                out.extend_from_slice(&chunk);
+            }
+            true
+        });
+        return reply(content_type, out);
     }
-    if matches!(result, Ok(Reply::Records(_, ref rows)) if rows.len() > 16) {
-        tokio::task::spawn_blocking(move || encode(result)).await.expect("encoding does not panic")
-    } else {
-        encode(result)
-    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    tokio::task::spawn_blocking(move || {
+        // A client that goes away closes the channel, and the encoding stops.
+        proto.write_success(&r, &mut |chunk| tx.blocking_send(chunk).is_ok());
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    with_cors(response)
 }
 
 fn emit_record<S: Sink>(class: &Class, row: &Row, sink: &mut S) {
@@ -151,7 +218,8 @@ fn emit_record<S: Sink>(class: &Class, row: &Row, sink: &mut S) {
     sink.end_struct();
 }
 
-pub fn emit_reply<S: Sink>(reply: &Reply, sink: &mut S) {
+/// Emits a reply's value, handing full chunks to `flush` between records; `false` if `flush` asked to stop.
+fn emit_reply<S: Buffered>(reply: &Reply, sink: &mut S, flush: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
     match reply {
         Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
         Reply::Record(class, row) => emit_record(class, row, sink),
@@ -160,8 +228,15 @@ pub fn emit_reply<S: Sink>(reply: &Reply, sink: &mut S) {
             for (r, row) in rows {
                 sink.key(r);
                 emit_record(class, row, sink);
+                if sink.buffer().len() >= CHUNK {
+                    let chunk = std::mem::replace(sink.buffer(), Vec::with_capacity(CHUNK + CHUNK / 4));
+                    if !flush(chunk) {
+                        return false;
+                    }
+                }
             }
             sink.end_struct();
         }
     }
+    true
 }

@@ -298,3 +298,39 @@ fn local_root_needs_no_password_on_the_unix_socket() {
         err("SESSION_AUTHENTICATION_FAILED", &[])
     );
 }
+
+/// Large record sets are streamed in chunks; what arrives is the same as the records one by one.
+#[test]
+fn large_get_all_records_streams_whole_records() {
+    let (_dir, d) = daemon();
+    let sess = s(&d.login());
+    let other_config = Value::Struct(vec![("padding".into(), s(&"x".repeat(4000)))]);
+    for i in 0..150 {
+        let rec = Value::Struct(vec![
+            ("name_label".into(), s(&format!("vm {i}"))),
+            ("other_config".into(), other_config.clone()),
+        ]);
+        d.xml("VM.create", &[sess.clone(), rec]).unwrap();
+    }
+    for call in [xml_call, json_call] {
+        let all = call(d.addr, "VM.get_all_records", &[sess.clone()]).unwrap();
+        let all = all.as_struct().unwrap();
+        assert_eq!(all.len(), 151);
+        for (r, record) in all.iter().step_by(37) {
+            assert_eq!(call(d.addr, "VM.get_record", &[sess.clone(), s(r)]).as_ref(), Ok(record));
+        }
+    }
+}
+
+#[test]
+fn idle_sessions_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(dir.path(), &["--session-idle-timeout", "1"]);
+    let idle = d.login();
+    let busy = d.login();
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(d.xml("pool.get_all", &[s(&busy)]).is_ok(), "a session in use stays alive");
+    }
+    assert_eq!(d.xml("pool.get_all", &[s(&idle)]), err("SESSION_INVALID", &[&idle]));
+}

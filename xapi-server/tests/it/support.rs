@@ -36,6 +36,10 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(data_dir: &Path) -> Daemon {
+        Daemon::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Daemon {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
@@ -43,6 +47,7 @@ impl Daemon {
             .arg(data_dir)
             .arg("--http")
             .arg(addr.to_string())
+            .args(extra_args)
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -1,7 +1,7 @@
 //! The xapi-rs daemon: the XenAPI over XML-RPC and JSON-RPC, on a durable SQLite store.
 //!
 //! Entry points: [`open`] builds the [`State`] from a data directory (migrating the store and describing this
-//! host on first start); [`app`] is the HTTP router over it; [`serve_tcp`] and [`serve_unix`] run it until a
+//! host on first start); [`app`] is the HTTP router over it; [`serve`] runs it on a TCP or unix listener until a
 //! shutdown signal. Tests bind port 0 and a temporary data directory and use the same functions.
 
 pub mod auth;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
+use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, UnixListener};
 
 pub use rpc::app;
@@ -67,20 +67,17 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
-pub async fn serve_tcp(
-    listener: TcpListener,
+/// Serves the XenAPI on `listener` (TCP or unix socket) until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = app(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
-
-pub async fn serve_unix(
-    listener: UnixListener,
-    state: Arc<State>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+    Peer: for<'a> Connected<IncomingStream<'a, L>>,
+{
     let app = app(state).into_make_service_with_connect_info::<Peer>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         let addr: SocketAddr = args.http.parse().with_context(|| format!("--http {}", args.http))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTP");
-        servers.spawn(xapi_server::serve_tcp(listener, state.clone(), stopped()));
+        servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
     }
     let socket = args.socket.clone().unwrap_or_else(|| args.data_dir.join("xapi"));
     if let Some(dir) = socket.parent() {
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     tracing::info!(socket = %socket.display(), "serving XenAPI on the unix socket (root needs no password)");
-    servers.spawn(xapi_server::serve_unix(listener, state.clone(), stopped()));
+    servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -74,8 +74,9 @@ enum Proto {
     Json(jsonrpc::Envelope),
 }
 
-/// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory.
-const CHUNK: usize = 256 << 10;
+/// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory
+/// (and, below glibc's mmap threshold, the chunk buffers are reused rather than kept per thread).
+const CHUNK: usize = 64 << 10;
 
 /// A record set larger than this is streamed (chunked transfer encoding) rather than sent in one body.
 const STREAM_ROWS: usize = 64;

@@ -5,18 +5,23 @@
 //! session if it takes one (`SESSION_INVALID`), and parameters of the datamodel's types (`FIELD_TYPE_ERROR`). Then a
 //! hand-written handler of the class module runs if there is one, else the generic implementation of its kind;
 //! a custom message nobody has written yet answers `NOT_IMPLEMENTED`.
+//!
+//! `Async.<Class>.<message>` runs the same checks, then answers a task ref and does the work in the background
+//! (`tasks`). `event.from` and `event.next` wait without holding a thread (`events`).
 
 use std::sync::Arc;
 
 use xapi_types::generated::errors as codes;
 use xapi_types::model::{self, Lifecycle};
-use xapi_types::wire::Call;
+use xapi_types::wire::{Call, Sink};
 use xapi_types::{Class, Message, MsgKind, Value};
 
 use crate::coerce::coerce;
-use crate::db::{Ref, Row};
+use crate::db::{Changed, Op, Ref, Row};
 use crate::error::ApiError;
+use crate::events::{self, Batch};
 use crate::state::{Peer, State};
+use crate::tasks::{self, TaskHandle};
 use crate::{classes, generic};
 
 /// What a call answers. Records are kept as stored rows so that large results are encoded straight from the
@@ -29,22 +34,38 @@ pub enum Reply {
     Records(&'static Class, Vec<(Ref, Arc<Row>)>),
     /// A value sent without the `Status`/`Value` envelope (only `system.listMethods`, as xapi does).
     Bare(Value),
+    /// `event.from`'s answer.
+    Events(Batch),
+    /// `event.next`'s answer: a set of legacy event records.
+    LegacyEvents(Vec<Changed>),
 }
 
 impl Reply {
     pub fn void() -> Reply {
         Reply::Value(Value::Str(String::new()))
     }
+
+    /// How many records it carries (large answers are streamed).
+    pub fn size(&self) -> usize {
+        match self {
+            Reply::Records(_, rows) => rows.len(),
+            Reply::Events(b) => b.events.len(),
+            Reply::LegacyEvents(e) => e.len(),
+            _ => 1,
+        }
+    }
 }
 
 /// Everything a handler may need to know about the call it serves.
 pub struct Ctx<'a> {
-    pub state: &'a State,
+    pub state: &'a Arc<State>,
     pub peer: &'a Peer,
     /// The caller's session, already checked, for messages that take one.
     pub session: Option<Ref>,
     /// The fully qualified method name, as called.
     pub method: &'a str,
+    /// The task this call runs as, for `Async.` calls.
+    pub task: Option<&'a TaskHandle>,
 }
 
 impl Ctx<'_> {
@@ -64,11 +85,21 @@ pub fn resolve(method: &str) -> Result<(&'static Class, &'static Message), ApiEr
     Ok((class, msg))
 }
 
+/// A message the datamodel has removed answers `MESSAGE_REMOVED`. The generic messages of a removed class (its
+/// getters, `get_all_records`, …) still answer, over its empty table, so that a client walking every class never
+/// trips over one.
+pub fn is_removed(msg: &Message) -> bool {
+    msg.lifecycle == Lifecycle::Removed && msg.kind == MsgKind::Custom
+}
+
+/// Whether `Async.<Class>.<message>` exists: as in xapi, for custom messages that take a session, except the
+/// session and event classes'.
+pub fn has_async(class: &Class, msg: &Message) -> bool {
+    msg.takes_session() && !msg.implicit && !matches!(class.name, "session" | "event")
+}
+
 /// Whether a call only reads (it can then run on the async workers without blocking them on disk writes).
-pub fn is_read_only(method: &str) -> bool {
-    let Ok((class, m)) = resolve(method) else {
-        return true; // system.listMethods, or an error answered without touching the store
-    };
+fn is_read_only(class: &Class, m: &Message) -> bool {
     let generic_read = matches!(
         m.kind,
         MsgKind::GetRecord
@@ -83,26 +114,30 @@ pub fn is_read_only(method: &str) -> bool {
     generic_read && classes::custom(class.name, m.name).is_none()
 }
 
-pub fn dispatch(state: &State, peer: &Peer, call: Call) -> Result<Reply, ApiError> {
-    let method = call.method.as_str();
-    if method == "system.listMethods" {
-        return Ok(Reply::Bare(list_methods()));
-    }
-    // `Async.` variants come with tasks (the events and tasks issue); until then they are unknown, not faked.
+/// A call that passed every check: the message, the caller's session and typed arguments (session excluded).
+pub struct Prepared {
+    pub class: &'static Class,
+    pub msg: &'static Message,
+    pub session: Option<Ref>,
+    pub args: Vec<Value>,
+}
+
+/// Runs every check of the module header on `call`.
+pub fn prepare(state: &State, method: &str, params: Vec<Value>) -> Result<Prepared, ApiError> {
     let (class, msg) = resolve(method)?;
     if is_removed(msg) {
         return Err(ApiError::new(&codes::MESSAGE_REMOVED, std::iter::empty::<String>()));
     }
     let total = msg.params.len();
     let required = msg.params.iter().filter(|p| p.required).count();
-    let received = call.params.len();
+    let received = params.len();
     if received < required || received > total {
         return Err(ApiError::new(
             &codes::MESSAGE_PARAMETER_COUNT_MISMATCH,
             [method.to_string(), total.to_string(), received.to_string()],
         ));
     }
-    let mut params = call.params.into_iter();
+    let mut params = params.into_iter();
     let session = if msg.takes_session() {
         let given = params.next().unwrap_or(Value::Nil);
         let Value::Str(s) = given else {
@@ -121,7 +156,19 @@ pub fn dispatch(state: &State, peer: &Peer, call: Call) -> Result<Reply, ApiErro
     for p in &msg.params[skip + args.len()..] {
         args.push(Value::empty_of(&p.ty));
     }
-    let ctx = Ctx { state, peer, session, method };
+    Ok(Prepared { class, msg, session, args })
+}
+
+/// Runs a prepared call's handler.
+pub fn execute(
+    state: &Arc<State>,
+    peer: &Peer,
+    method: &str,
+    p: Prepared,
+    task: Option<&TaskHandle>,
+) -> Result<Reply, ApiError> {
+    let Prepared { class, msg, session, args } = p;
+    let ctx = Ctx { state, peer, session, method, task };
     if let Some(handler) = classes::custom(class.name, msg.name) {
         return handler(&ctx, class, msg, args);
     }
@@ -131,11 +178,69 @@ pub fn dispatch(state: &State, peer: &Peer, call: Call) -> Result<Reply, ApiErro
     generic::run(&ctx, class, msg, args)
 }
 
-/// A message the datamodel has removed answers `MESSAGE_REMOVED`. The generic messages of a removed class (its
-/// getters, `get_all_records`, …) still answer, over its empty table, so that a client walking every class never
-/// trips over one.
-pub fn is_removed(msg: &Message) -> bool {
-    msg.lifecycle == Lifecycle::Removed && msg.kind == MsgKind::Custom
+/// Checks and runs one call on the calling thread (tests, and the blocking part of [`call`]).
+pub fn dispatch(state: &Arc<State>, peer: &Peer, call: Call) -> Result<Reply, ApiError> {
+    if call.method == "system.listMethods" {
+        return Ok(Reply::Bare(list_methods()));
+    }
+    let p = prepare(state, &call.method, call.params)?;
+    execute(state, peer, &call.method, p, None)
+}
+
+/// Checks and runs one call from the wire. Cheap reads run on the async worker; calls that may write to disk run
+/// where blocking is allowed, so that they never stall other connections; event waits hold no thread.
+pub async fn call(state: Arc<State>, peer: Peer, call: Call) -> Result<Reply, ApiError> {
+    let method = call.method;
+    if method == "system.listMethods" {
+        return Ok(Reply::Bare(list_methods()));
+    }
+    if let Some(inner) = method.strip_prefix("Async.") {
+        return start_async(&state, peer, inner, call.params);
+    }
+    match method.as_str() {
+        "event.from" => {
+            let p = prepare(&state, &method, call.params)?;
+            let (session, args) = (p.session.expect("event.from takes a session"), p.args);
+            let classes = args[0].as_array().unwrap_or_default();
+            let token = args[1].as_str().unwrap_or_default();
+            let timeout = match args[2] {
+                Value::Float(f) => f,
+                _ => 0.0,
+            };
+            return Ok(Reply::Events(events::from(&state, &session, classes, token, timeout).await?));
+        }
+        "event.next" => {
+            let p = prepare(&state, &method, call.params)?;
+            let session = p.session.expect("event.next takes a session");
+            return Ok(Reply::LegacyEvents(state.registrations.next(&state, &session).await?));
+        }
+        _ => {}
+    }
+    let p = prepare(&state, &method, call.params)?;
+    if is_read_only(p.class, p.msg) {
+        return execute(&state, &peer, &method, p, None);
+    }
+    tokio::task::spawn_blocking(move || execute(&state, &peer, &method, p, None))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("a call panicked: {e}"))))
+}
+
+/// `Async.<Class>.<message>`: the checks now, the work in a task.
+fn start_async(state: &Arc<State>, peer: Peer, inner: &str, params: Vec<Value>) -> Result<Reply, ApiError> {
+    let full = format!("Async.{inner}");
+    let (class, msg) = resolve(inner).map_err(|_| ApiError::method_unknown(&full))?;
+    if !has_async(class, msg) {
+        return Err(ApiError::method_unknown(&full));
+    }
+    let p = prepare(state, inner, params)?;
+    let session = p.session.clone().expect("async messages take a session");
+    let st = state.clone();
+    let method = inner.to_string();
+    let task = tasks::spawn(state, &session, &full, move |handle| {
+        let reply = execute(&st, &peer, &method, p, Some(handle))?;
+        Ok(tasks::result_string(msg, &reply))
+    })?;
+    Ok(Reply::Value(Value::Str(task.to_string())))
 }
 
 /// Every callable method, as `system.listMethods` lists them.
@@ -147,4 +252,121 @@ fn list_methods() -> Value {
         }
     }
     Value::Array(names)
+}
+
+pub fn emit_record<S: Sink + ?Sized>(class: &Class, row: &Row, sink: &mut S) {
+    sink.begin_struct();
+    for (f, v) in class.fields.iter().zip(&row.fields) {
+        sink.key(f.name);
+        v.emit(sink);
+    }
+    sink.end_struct();
+}
+
+/// Emits one event of `event.from`: `{id, timestamp, class, operation, ref, snapshot}` (no snapshot on `del`).
+fn emit_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
+    sink.begin_struct();
+    sink.key("id");
+    sink.str(&e.generation.to_string());
+    sink.key("timestamp");
+    sink.str("0.0");
+    sink.key("class");
+    sink.str(&e.class.name.to_lowercase());
+    sink.key("operation");
+    sink.str(e.op.name());
+    sink.key("ref");
+    sink.str(&e.r#ref);
+    if let (Some(row), false) = (&e.row, e.op == Op::Del) {
+        sink.key("snapshot");
+        emit_record(e.class, row, sink);
+    }
+    sink.end_struct();
+}
+
+/// Emits one legacy event record (`event.next`): the datamodel's event fields.
+fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
+    let uuid = e
+        .row
+        .as_ref()
+        .and_then(|row| e.class.field("uuid").and_then(|(i, _)| row.fields[i].as_str().map(String::from)))
+        .unwrap_or_default();
+    sink.begin_struct();
+    sink.key("id");
+    sink.int(e.generation);
+    sink.key("timestamp");
+    sink.str(&format!(
+        "{:.6}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    ));
+    sink.key("class");
+    sink.str(&e.class.name.to_lowercase());
+    sink.key("operation");
+    sink.str(e.op.name());
+    sink.key("ref");
+    sink.str(&e.r#ref);
+    sink.key("obj_uuid");
+    sink.str(&uuid);
+    if let Some(row) = &e.row {
+        sink.key("snapshot");
+        emit_record(e.class, row, sink);
+    }
+    sink.end_struct();
+}
+
+/// Emits a reply's value, calling `between` after each record of a large answer (where a streaming writer may
+/// flush); stops early and answers `false` if `between` does.
+pub fn emit_reply<S: Sink + ?Sized>(reply: &Reply, sink: &mut S, between: &mut dyn FnMut(&mut S) -> bool) -> bool {
+    match reply {
+        Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
+        Reply::Record(class, row) => emit_record(class, row, sink),
+        Reply::Records(class, rows) => {
+            sink.begin_struct();
+            for (r, row) in rows {
+                sink.key(r);
+                emit_record(class, row, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_struct();
+        }
+        Reply::Events(batch) => {
+            sink.begin_struct();
+            sink.key("events");
+            sink.begin_array();
+            for e in &batch.events {
+                emit_event(e, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_array();
+            sink.key("valid_ref_counts");
+            sink.begin_struct();
+            for (class, n) in &batch.valid_ref_counts {
+                sink.key(class);
+                sink.i32(*n);
+            }
+            sink.end_struct();
+            sink.key("token");
+            sink.str(&batch.token);
+            sink.end_struct();
+        }
+        Reply::LegacyEvents(events) => {
+            sink.begin_array();
+            for e in events {
+                emit_legacy_event(e, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_array();
+        }
+    }
+    true
+}
+
+/// Emits a whole reply's value in one go.
+pub fn emit_value<S: Sink + ?Sized>(reply: &Reply, sink: &mut S) {
+    emit_reply(reply, sink, &mut |_| true);
 }

@@ -11,9 +11,11 @@ pub mod coerce;
 pub mod db;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 mod generic;
 pub mod rpc;
 pub mod state;
+pub mod tasks;
 pub mod where_expr;
 
 use std::future::Future;
@@ -46,6 +48,8 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
     std::fs::create_dir_all(&config.data_dir)?;
     let store = db::Store::open(&db_path(&config.data_dir))?;
+    store.set_tombstone_limit(config.settings.tombstone_limit);
+    tasks::fail_interrupted(&store)?;
     let facts = host_agent::facts::read()?;
     let password = match &config.root_password {
         Some(p) => bootstrap::RootPassword::Given(p.clone()),
@@ -85,29 +89,33 @@ where
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-/// Destroys sessions that have been idle longer than the configured timeout, once a minute.
-pub fn spawn_session_reaper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
+/// Once a minute (or as often as the session timeout needs): destroys sessions idle longer than the timeout, and
+/// finished tasks older than `tasks::FINISHED_TASK_TTL` or beyond `tasks::MAX_FINISHED_TASKS`.
+pub fn spawn_reaper(state: Arc<State>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60).min(state.settings.session_idle_timeout));
         loop {
             tick.tick().await;
-            let idle = state.idle_sessions();
-            if idle.is_empty() {
-                continue;
-            }
             let st = state.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let class = xapi_types::model::class("session").expect("session class");
-                for r in idle {
-                    st.session_ended(&r);
-                    if let Err(e) = st.store.transaction(|tx| tx.delete(class, &r)) {
-                        tracing::warn!(session = %r, error = %e, "could not destroy an idle session");
-                    } else {
-                        tracing::info!(session = %r, "destroyed an idle session");
-                    }
-                }
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || reap(&st)).await;
         }
     })
+}
+
+fn reap(state: &State) {
+    let session = xapi_types::model::class("session").expect("session class");
+    for r in state.idle_sessions() {
+        state.session_ended(&r);
+        match state.store.transaction(|tx| tx.delete(session, &r)) {
+            Ok(()) => tracing::info!(session = %r, "destroyed an idle session"),
+            Err(e) => tracing::warn!(session = %r, error = %e, "could not destroy an idle session"),
+        }
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let cutoff = coerce::datetime_of_unix(now.saturating_sub(tasks::FINISHED_TASK_TTL).as_secs() as i64);
+    for task in tasks::expired(&state.store, &cutoff) {
+        if let Err(e) = tasks::destroy(state, &task) {
+            tracing::debug!(task = %task, error = %e, "could not collect a finished task");
+        }
+    }
 }

@@ -37,6 +37,10 @@ struct Args {
     /// Destroy sessions idle for longer than this many seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
+    /// How many deletions are kept for event clients (an `event.from` token older than the oldest kept gets
+    /// EVENTS_LOST instead of a silent gap).
+    #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
+    event_tombstones: usize,
 }
 
 #[tokio::main]
@@ -64,11 +68,14 @@ async fn main() -> anyhow::Result<()> {
     let config = Config {
         data_dir: args.data_dir.clone(),
         root_password,
-        settings: Settings { session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout) },
+        settings: Settings {
+            session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
+            tombstone_limit: args.event_tombstones,
+        },
     };
     let state = tokio::task::spawn_blocking(move || xapi_server::open(&config)).await??;
     tracing::info!(libvirt_uri = args.libvirt_uri, "libvirt connection (used by the VM lifecycle, not yet)");
-    xapi_server::spawn_session_reaper(state.clone());
+    xapi_server::spawn_reaper(state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

@@ -13,10 +13,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use xapi_types::Class;
 use xapi_types::wire::{Call, Sink, jsonrpc, xmlrpc};
 
-use crate::db::Row;
 use crate::dispatch::{self, Reply};
 use crate::error::ApiError;
 use crate::state::{Peer, State};
@@ -123,7 +121,7 @@ impl Proto {
                 }
                 let mut sink = xmlrpc::XmlSink::new();
                 xmlrpc::begin_success(&mut sink.out);
-                if emit_reply(reply, &mut sink, flush) {
+                if emit_chunked(reply, &mut sink, flush) {
                     xmlrpc::end_success(&mut sink.out);
                     flush(std::mem::take(&mut sink.out));
                 }
@@ -131,7 +129,7 @@ impl Proto {
             Proto::Json(env) => {
                 let mut sink = jsonrpc::JsonSink::new();
                 jsonrpc::begin_success(&mut sink.out, env);
-                if emit_reply(reply, &mut sink, flush) {
+                if emit_chunked(reply, &mut sink, flush) {
                     jsonrpc::end_success(&mut sink.out, env);
                     flush(std::mem::take(&mut sink.out));
                 }
@@ -165,27 +163,19 @@ async fn json_handler(
     }
 }
 
-/// Dispatches and answers. Cheap reads run on the async worker; calls that write to disk run where blocking is
-/// allowed, so that they never stall other connections; large record sets are encoded on a blocking thread and
-/// streamed out in chunks as they are encoded.
+/// Dispatches and answers; large answers are encoded on a blocking thread and streamed out in chunks as they are
+/// encoded.
 async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Response {
     let method = call.method.clone();
-    let result = if dispatch::is_read_only(&method) {
-        dispatch::dispatch(&state, &peer, call)
-    } else {
-        tokio::task::spawn_blocking(move || dispatch::dispatch(&state, &peer, call))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("{method} panicked: {e}"))))
-    };
     let content_type = proto.content_type();
-    let r = match result {
+    let r = match dispatch::call(state, peer, call).await {
         Err(e) => {
             tracing::debug!(method, error = %e, "call failed");
             return reply(content_type, proto.failure(&e));
         }
         Ok(r) => r,
     };
-    if !matches!(&r, Reply::Records(_, rows) if rows.len() > STREAM_ROWS) {
+    if r.size() <= STREAM_ROWS {
         let mut out = Vec::new();
         proto.write_success(&r, &mut |chunk| {
             if out.is_empty() {
@@ -210,34 +200,13 @@ async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Respons
     with_cors(response)
 }
 
-fn emit_record<S: Sink>(class: &Class, row: &Row, sink: &mut S) {
-    sink.begin_struct();
-    for (f, v) in class.fields.iter().zip(&row.fields) {
-        sink.key(f.name);
-        v.emit(sink);
-    }
-    sink.end_struct();
-}
-
 /// Emits a reply's value, handing full chunks to `flush` between records; `false` if `flush` asked to stop.
-fn emit_reply<S: Buffered>(reply: &Reply, sink: &mut S, flush: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
-    match reply {
-        Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
-        Reply::Record(class, row) => emit_record(class, row, sink),
-        Reply::Records(class, rows) => {
-            sink.begin_struct();
-            for (r, row) in rows {
-                sink.key(r);
-                emit_record(class, row, sink);
-                if sink.buffer().len() >= CHUNK {
-                    let chunk = std::mem::replace(sink.buffer(), Vec::with_capacity(CHUNK + CHUNK / 4));
-                    if !flush(chunk) {
-                        return false;
-                    }
-                }
-            }
-            sink.end_struct();
+fn emit_chunked<S: Buffered>(reply: &Reply, sink: &mut S, flush: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
+    dispatch::emit_reply(reply, sink, &mut |sink: &mut S| {
+        if sink.buffer().len() < CHUNK {
+            return true;
         }
-    }
-    true
+        let chunk = std::mem::replace(sink.buffer(), Vec::with_capacity(CHUNK + CHUNK / 4));
+        flush(chunk)
+    })
 }

@@ -8,17 +8,25 @@ use xapi_types::model;
 
 use crate::db::{Ref, Store};
 use crate::error::ApiError;
+use crate::events::Registrations;
+use crate::tasks::Running;
 
 /// Settings that are not XenAPI objects.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// A session unused for this long is destroyed (xapi: 24 h).
     pub session_idle_timeout: Duration,
+    /// How many deletions are kept for event clients; one whose token is older than the oldest kept gets
+    /// `EVENTS_LOST`.
+    pub tombstone_limit: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { session_idle_timeout: Duration::from_secs(24 * 3600) }
+        Settings {
+            session_idle_timeout: Duration::from_secs(24 * 3600),
+            tombstone_limit: crate::db::DEFAULT_TOMBSTONE_LIMIT,
+        }
     }
 }
 
@@ -47,6 +55,10 @@ pub struct State {
     /// Last use of each live session. Kept in memory: writing it to disk on every call would make every read a
     /// write (xapi's own lock-contention trap); a restart counts as activity.
     activity: Mutex<HashMap<Ref, Instant>>,
+    /// Tasks whose work runs here.
+    pub tasks: Running,
+    /// Sessions registered for the legacy `event.next`.
+    pub registrations: Registrations,
 }
 
 impl State {
@@ -54,7 +66,15 @@ impl State {
         let now = Instant::now();
         let session = model::class("session").expect("session class");
         let activity = store.all(session).into_iter().map(|(r, _)| (r, now)).collect();
-        State { store, settings, host, pool, activity: Mutex::new(activity) }
+        State {
+            store,
+            settings,
+            host,
+            pool,
+            activity: Mutex::new(activity),
+            tasks: Running::default(),
+            registrations: Registrations::default(),
+        }
     }
 
     fn activity(&self) -> std::sync::MutexGuard<'_, HashMap<Ref, Instant>> {
@@ -73,12 +93,18 @@ impl State {
         }
     }
 
+    /// `SESSION_INVALID [r]` unless the session is live; does not count as use.
+    pub fn check_session_alive(&self, r: &str) -> Result<(), ApiError> {
+        if self.activity().contains_key(r) { Ok(()) } else { Err(ApiError::session_invalid(r)) }
+    }
+
     pub fn session_started(&self, r: Ref) {
         self.activity().insert(r, Instant::now());
     }
 
     pub fn session_ended(&self, r: &str) {
         self.activity().remove(r);
+        self.registrations.forget(r);
     }
 
     /// Sessions idle for longer than the timeout.

@@ -11,8 +11,9 @@
 mod columns;
 mod migrations;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -44,6 +45,8 @@ pub enum DbError {
     NotPersistent(&'static str),
     #[error("the database is inconsistent: {0}")]
     Corrupt(String),
+    #[error("the deletions since generation {since} are no longer kept (kept from {kept_from} on)")]
+    EventsLost { since: i64, kept_from: i64 },
     #[error("SQLite failed")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -61,19 +64,59 @@ pub struct Tombstone {
 struct Table {
     rows: BTreeMap<Ref, Arc<Row>>,
     by_uuid: HashMap<String, Ref>,
+    /// `(row.modified, ref)` of every row: "what changed since N" is a range.
+    by_modified: BTreeSet<(i64, Ref)>,
 }
 
 struct Mem {
     generation: i64,
     /// Indexed like `model::classes()`; non-persistent classes have empty tables.
     tables: Vec<Table>,
+    /// Deletions, oldest first, as kept on disk.
+    tombstones: VecDeque<Tombstone>,
+    /// Deletions at or before this generation have been pruned: a client asking for changes since an earlier
+    /// generation would miss some, and is told so (`EVENTS_LOST`) instead.
+    pruned_through: i64,
 }
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Mod,
+    Del,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Add => "add",
+            Op::Mod => "mod",
+            Op::Del => "del",
+        }
+    }
+}
+
+/// One object changed since a generation: its latest state (`row`, `None` once deleted).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub generation: i64,
+    pub class: &'static Class,
+    pub r#ref: Ref,
+    pub op: Op,
+    pub row: Option<Arc<Row>>,
+}
+
+/// How many deletions are kept for event clients, unless configured otherwise.
+pub const DEFAULT_TOMBSTONE_LIMIT: usize = 100_000;
 
 pub struct Store {
     mem: RwLock<Mem>,
     sql: Mutex<Connection>,
     /// The current generation, for watchers (`event.from`).
     changed: tokio::sync::watch::Sender<i64>,
+    /// Deletions kept beyond this count are pruned, oldest first.
+    tombstone_limit: AtomicUsize,
 }
 
 fn class_index(class: &Class) -> usize {
@@ -109,7 +152,12 @@ impl Store {
         check_schema(&conn)?;
         let mem = load(&conn)?;
         let (changed, _) = tokio::sync::watch::channel(mem.generation);
-        Ok(Store { mem: RwLock::new(mem), sql: Mutex::new(conn), changed })
+        Ok(Store {
+            mem: RwLock::new(mem),
+            sql: Mutex::new(conn),
+            changed,
+            tombstone_limit: AtomicUsize::new(DEFAULT_TOMBSTONE_LIMIT),
+        })
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Mem> {
@@ -170,22 +218,38 @@ impl Store {
             .collect()
     }
 
-    /// Deletions after generation `since`, oldest first.
-    pub fn tombstones_since(&self, since: i64) -> Result<Vec<Tombstone>, DbError> {
-        let conn = self.lock_sql();
-        let mut stmt = conn.prepare_cached(
-            "SELECT generation, class, ref, uuid FROM \"_tombstone\" WHERE generation > ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (generation, class, r, uuid) = row?;
-            let class = model::class(&class).ok_or_else(|| DbError::Corrupt(format!("tombstone of {class}")))?;
-            out.push(Tombstone { generation, class: class.name, r#ref: r.into(), uuid });
+    /// Keep at most `limit` deletions for event clients (the oldest are pruned at the next commit).
+    pub fn set_tombstone_limit(&self, limit: usize) {
+        self.tombstone_limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Every object of `classes` created, changed or deleted after generation `since`, once each with its latest
+    /// state, in the order of their last change; and the generation this answer is complete up to. Fails with
+    /// [`DbError::EventsLost`] if deletions after `since` have been pruned. Since 0 (a client that knows nothing
+    /// yet) the answer is every object as an addition, without deletions of objects it never saw.
+    pub fn changes_since(&self, since: i64, classes: &[&'static Class]) -> Result<(Vec<Changed>, i64), DbError> {
+        let mem = self.read();
+        if since > 0 && since < mem.pruned_through {
+            return Err(DbError::EventsLost { since, kept_from: mem.pruned_through + 1 });
         }
-        Ok(out)
+        let mut out = Vec::new();
+        for class in classes {
+            let table = &mem.tables[class_index(class)];
+            for (_, r) in table.by_modified.range((since + 1, Ref::from(""))..) {
+                let row = table.rows[r].clone();
+                let op = if row.created > since { Op::Add } else { Op::Mod };
+                out.push(Changed { generation: row.modified, class, r#ref: r.clone(), op, row: Some(row) });
+            }
+        }
+        let first =
+            if since == 0 { mem.tombstones.len() } else { mem.tombstones.partition_point(|t| t.generation <= since) };
+        for t in mem.tombstones.range(first..) {
+            if let Some(class) = classes.iter().find(|c| c.name == t.class) {
+                out.push(Changed { generation: t.generation, class, r#ref: t.r#ref.clone(), op: Op::Del, row: None });
+            }
+        }
+        out.sort_by_key(|c| c.generation);
+        Ok((out, mem.generation))
     }
 
     /// A private key-value setting kept beside the objects (not a XenAPI object).
@@ -240,24 +304,34 @@ impl Store {
         }
         let changes = txn.changes;
         let generation = self.generation() + 1;
-        let published = commit(&mut conn, generation, &changes, self)?;
+        let prune_through = self.prune_point(changes.values().filter(|c| matches!(c, Change::Delete)).count());
+        let (published, tombstones) = commit(&mut conn, generation, &changes, self, prune_through)?;
         {
             let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
             for ((ci, r), row) in published {
                 let table = &mut mem.tables[ci];
                 let class = model::classes()[ci];
                 let ui = uuid_index(class);
-                if let Some(old) = table.rows.remove(&r)
-                    && let Value::Str(u) = &old.fields[ui]
-                {
-                    table.by_uuid.remove(u);
+                if let Some(old) = table.rows.remove(&r) {
+                    table.by_modified.remove(&(old.modified, r.clone()));
+                    if let Value::Str(u) = &old.fields[ui] {
+                        table.by_uuid.remove(u);
+                    }
                 }
                 if let Some(row) = row {
                     if let Value::Str(u) = &row.fields[ui] {
                         table.by_uuid.insert(u.clone(), r.clone());
                     }
+                    table.by_modified.insert((row.modified, r.clone()));
                     table.rows.insert(r, row);
                 }
+            }
+            mem.tombstones.extend(tombstones);
+            if let Some(through) = prune_through {
+                while mem.tombstones.front().is_some_and(|t| t.generation <= through) {
+                    mem.tombstones.pop_front();
+                }
+                mem.pruned_through = through;
             }
             mem.generation = generation;
         }
@@ -266,16 +340,35 @@ impl Store {
     }
 }
 
-/// Writes the changes of one transaction and returns the rows to publish (`None`: deleted).
-#[allow(clippy::type_complexity)]
+impl Store {
+    /// The generation through which deletions must be pruned so that, with `adding` more, at most the limit are
+    /// kept; `None` if nothing needs pruning. Whole generations are pruned, so the answer may keep fewer.
+    fn prune_point(&self, adding: usize) -> Option<i64> {
+        let limit = self.tombstone_limit.load(Ordering::Relaxed);
+        let mem = self.read();
+        let excess = (mem.tombstones.len() + adding).checked_sub(limit).filter(|e| *e > 0)?;
+        match mem.tombstones.get(excess - 1) {
+            Some(t) => Some(t.generation),
+            // All kept ones go, and some of this transaction's too: prune through this generation.
+            None => Some(mem.generation + 1),
+        }
+    }
+}
+
+/// Rows to publish after a commit (`None`: deleted).
+type Published = Vec<((usize, Ref), Option<Arc<Row>>)>;
+
+/// Writes the changes of one transaction; answers the rows to publish and the deletions' tombstones.
 fn commit(
     conn: &mut Connection,
     generation: i64,
     changes: &BTreeMap<(usize, Ref), Change>,
     store: &Store,
-) -> Result<Vec<((usize, Ref), Option<Arc<Row>>)>, DbError> {
+    prune_through: Option<i64>,
+) -> Result<(Published, Vec<Tombstone>), DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut published = Vec::with_capacity(changes.len());
+    let mut tombstones = Vec::new();
     for ((ci, r), change) in changes {
         let class = model::classes()[*ci];
         let table = quote(class.name);
@@ -307,6 +400,7 @@ fn commit(
                 tx.prepare_cached("INSERT INTO \"_tombstone\"(generation, class, ref, uuid) VALUES (?1, ?2, ?3, ?4)")?
                     .execute(rusqlite::params![generation, class.name, r.as_ref(), uuid])?;
                 published.push(((*ci, r.clone()), None));
+                tombstones.push(Tombstone { generation, class: class.name, r#ref: r.clone(), uuid });
             }
         }
     }
@@ -315,8 +409,19 @@ fn commit(
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [generation.to_string()],
     )?;
+    if let Some(through) = prune_through {
+        tx.prepare_cached("DELETE FROM \"_tombstone\" WHERE generation <= ?1")?.execute([through])?;
+        tx.execute(
+            "INSERT INTO \"_meta\"(key, value) VALUES ('tombstones_pruned_through', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [through.to_string()],
+        )?;
+    }
     tx.commit()?;
-    Ok(published)
+    if let Some(through) = prune_through {
+        tombstones.retain(|t| t.generation > through);
+    }
+    Ok((published, tombstones))
 }
 
 enum Change {
@@ -419,12 +524,14 @@ fn check_schema(conn: &Connection) -> Result<(), DbError> {
 }
 
 fn load(conn: &Connection) -> Result<Mem, DbError> {
-    let generation: i64 = conn
-        .query_row("SELECT value FROM \"_meta\" WHERE key = 'generation'", [], |r| r.get::<_, String>(0))
-        .optional()?
-        .map(|s| s.parse().map_err(|_| DbError::Corrupt(format!("generation {s:?}"))))
-        .transpose()?
-        .unwrap_or(0);
+    let meta_int = |key: &str| -> Result<i64, DbError> {
+        conn.query_row("SELECT value FROM \"_meta\" WHERE key = ?1", [key], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|s| s.parse().map_err(|_| DbError::Corrupt(format!("{key} {s:?}"))))
+            .transpose()
+            .map(|v| v.unwrap_or(0))
+    };
+    let generation = meta_int("generation")?;
     let mut tables = Vec::with_capacity(generated::CLASSES.len());
     for class in model::classes() {
         let mut table = Table::default();
@@ -445,12 +552,27 @@ fn load(conn: &Connection) -> Result<Mem, DbError> {
                     table.by_uuid.insert(u.clone(), rf.clone());
                 }
                 let row = Row { created: r.get(1)?, modified: r.get(2)?, fields };
+                table.by_modified.insert((row.modified, rf.clone()));
                 table.rows.insert(rf, Arc::new(row));
             }
         }
         tables.push(table);
     }
-    Ok(Mem { generation, tables })
+    let pruned_through = meta_int("tombstones_pruned_through")?;
+    let mut tombstones = VecDeque::new();
+    let mut stmt = conn.prepare("SELECT generation, class, ref, uuid FROM \"_tombstone\" ORDER BY generation, id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let class: String = r.get(1)?;
+        let class = model::class(&class).ok_or_else(|| DbError::Corrupt(format!("tombstone of {class}")))?;
+        tombstones.push_back(Tombstone {
+            generation: r.get(0)?,
+            class: class.name,
+            r#ref: r.get::<_, String>(2)?.into(),
+            uuid: r.get(3)?,
+        });
+    }
+    Ok(Mem { generation, tables, tombstones, pruned_through })
 }
 
 /// A fresh object reference.

@@ -288,3 +288,53 @@ pub fn expired(store: &db::Store, cutoff: &str) -> Vec<Ref> {
     let over = done.len().saturating_sub(MAX_FINISHED_TASKS);
     done.into_iter().enumerate().filter(|(i, (at, _))| *i < over || at.as_str() < cutoff).map(|(_, (_, r))| r).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(store: &db::Store, status: &str, finished: &str) -> Ref {
+        let r = db::new_ref();
+        let mut fields = db::default_row(class());
+        fields[field("uuid")] = Value::Str(db::new_uuid());
+        fields[field("status")] = Value::str(status);
+        fields[field("finished")] = Value::DateTime(finished.into());
+        store.transaction(|tx| tx.insert(class(), &r, fields)).unwrap();
+        r.into()
+    }
+
+    #[test]
+    fn finished_tasks_expire_by_age_and_count_pending_ones_never() {
+        let store = db::Store::open_in_memory().unwrap();
+        let old = task(&store, "success", "20260101T00:00:00Z");
+        let failed_old = task(&store, "failure", "20260102T00:00:00Z");
+        let recent = task(&store, "success", "20261126T12:00:00Z");
+        let pending = task(&store, "pending", xapi_types::value::EPOCH);
+        let mut gone = expired(&store, "20261126T00:00:00Z");
+        gone.sort();
+        let mut want = vec![old.clone(), failed_old];
+        want.sort();
+        assert_eq!(gone, want);
+        assert!(!gone.contains(&recent) && !gone.contains(&pending));
+        // Past the count limit the oldest finished go first, whatever their age.
+        for _ in 0..MAX_FINISHED_TASKS {
+            task(&store, "success", "20261126T13:00:00Z");
+        }
+        let gone = expired(&store, "19700101T00:00:00Z");
+        assert_eq!(gone.len(), 3);
+        assert!(gone.contains(&old) && gone.contains(&recent) && !gone.contains(&pending));
+    }
+
+    #[test]
+    fn interrupted_tasks_fail_at_start() {
+        let store = db::Store::open_in_memory().unwrap();
+        let pending = task(&store, "pending", xapi_types::value::EPOCH);
+        let cancelling = task(&store, "cancelling", xapi_types::value::EPOCH);
+        let done = task(&store, "success", "20261126T13:00:00Z");
+        assert_eq!(fail_interrupted(&store).unwrap(), 2);
+        for (r, status) in [(pending, "failure"), (cancelling, "failure"), (done, "success")] {
+            assert_eq!(store.get(class(), &r).unwrap().fields[field("status")], Value::str(status));
+        }
+        assert_eq!(fail_interrupted(&store).unwrap(), 0);
+    }
+}

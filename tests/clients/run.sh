@@ -2,7 +2,9 @@
 # Run the real-client tests against a started xapi-server.
 #   tests/clients/run.sh URL USER PASSWORD      e.g. http://127.0.0.1:8080 root secret
 # Installs the pinned clients if needed (setup.sh), then runs the Python SDK
-# suite and the Xen Orchestra suite over json-rpc, xml-rpc and auto.
+# suite, the Xen Orchestra suite over json-rpc, xml-rpc and auto, and the Xen
+# Orchestra events suite (watchEvents on; changes made by the Python SDK) over
+# json-rpc and xml-rpc.
 # Ends with "clients: N passed, M failed" (N, M count checks; a suite that
 # crashed, timed out or printed no RESULT line counts as one more failure)
 # and exits non-zero if anything failed.
@@ -59,6 +61,9 @@ run_suite() {
 run_suite py_sdk 120 "$here/.venv/bin/python" "$here/py_sdk.py" "$url" "$user" "$password"
 for transport in json-rpc xml-rpc auto; do
   run_suite "xo-$transport" 90 node "$here/xo.mjs" "$url" "$user" "$password" "$transport"
+done
+for transport in json-rpc xml-rpc; do
+  run_suite "xo-events-$transport" 90 node "$here/xo_events.mjs" "$url" "$user" "$password" "$transport"
 done
 
 if [[ ${#failed_suites[@]} -gt 0 ]]; then

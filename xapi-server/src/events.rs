@@ -97,7 +97,8 @@ fn matching(state: &State, subs: &[Sub], since: i64) -> Result<(Vec<Changed>, i6
     Ok((changes, generation))
 }
 
-/// Waits until the store moves past `generation`, the session dies, or `deadline`; `false` at the deadline.
+/// Waits until the store moves past `generation`, the session dies, or `deadline` (or the daemon stops); `false`
+/// at the deadline.
 async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) -> Result<bool, ApiError> {
     let mut rx = state.store.subscribe();
     loop {
@@ -112,6 +113,7 @@ async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) 
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => return Ok(false),
+            _ = state.stopped() => return Ok(false),
         }
     }
 }
@@ -219,8 +221,9 @@ impl Registrations {
                 }
                 return Ok(events);
             }
-            let deadline = Instant::now() + MAX_TIMEOUT;
-            wait(state, session, generation, deadline).await?;
+            if !wait(state, session, generation, Instant::now() + MAX_TIMEOUT).await? {
+                return Ok(Vec::new()); // the daemon is stopping (or a day passed): the client asks again
+            }
         }
     }
 }

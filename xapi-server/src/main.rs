@@ -110,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    state.stop();
     let _ = stop_tx.send(true);
     while let Some(done) = servers.join_next().await {
         done??;

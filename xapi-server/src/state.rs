@@ -59,6 +59,8 @@ pub struct State {
     pub tasks: Running,
     /// Sessions registered for the legacy `event.next`.
     pub registrations: Registrations,
+    /// Set when the daemon stops: waiting event calls answer at once instead of holding the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -74,6 +76,7 @@ impl State {
             activity: Mutex::new(activity),
             tasks: Running::default(),
             registrations: Registrations::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -91,6 +94,17 @@ impl State {
             }
             None => Err(ApiError::session_invalid(r)),
         }
+    }
+
+    /// Tells waiting calls that the daemon is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the daemon is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// `SESSION_INVALID [r]` unless the session is live; does not count as use.

@@ -308,3 +308,21 @@ fn client_tasks_cancel_and_no_ghosts_after_a_restart() {
     assert_eq!(events.len(), 1);
     assert_eq!((events[0].1.as_str(), events[0].2.as_str()), ("mod", pending.as_str().unwrap()));
 }
+
+#[test]
+fn a_stopping_daemon_does_not_wait_for_blocked_event_calls() {
+    let (_dir, d, sess) = daemon_with(&[]);
+    let (_, token) = from(&d, &sess, &["vm"], "", 0.0);
+    let addr = d.addr;
+    let waiter = std::thread::spawn(move || {
+        let body =
+            xapi_types::wire::xmlrpc::write_call("event.from", &[sess, subs(&["vm"]), s(&token), Value::Float(60.0)]);
+        post(addr, "/", "text/xml", &body).status
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "stopping took {:?}", t0.elapsed());
+    assert_eq!(waiter.join().unwrap(), 200, "the waiting call got an answer");
+}

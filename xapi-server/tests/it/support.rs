@@ -63,6 +63,13 @@ impl Daemon {
         d
     }
 
+    /// SIGTERM, and the exit status once the daemon has stopped.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

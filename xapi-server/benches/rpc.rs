@@ -20,7 +20,8 @@
 //! possible is counted.
 //!
 //! The figures of every run, their medians and the verdict against the targets are printed and written
-//! to `docs/benchmarks.md`. The bench reports; it does not fail when a target is missed. Run without `--bench`
+//! to this bench's section of `docs/benchmarks.md` (between `<!-- rpc:begin -->` and `<!-- rpc:end -->`; other
+//! benches' sections are kept). The bench reports; it does not fail when a target is missed. Run without `--bench`
 //! (as `cargo test --benches` does) it makes one quick smoke run over a few VMs and writes nothing.
 
 use std::collections::HashMap;
@@ -1202,9 +1203,26 @@ fn main() {
     println!("\n{md}");
     if plan.write_doc {
         let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"));
-        std::fs::create_dir_all(path.parent().expect("docs/")).expect("docs/");
-        std::fs::write(&path, md).expect("writing docs/benchmarks.md");
-        println!("wrote {}", path.display());
+        write_section(&path, "rpc", &md);
+        println!("wrote the rpc section of {}", path.display());
     }
     println!("total {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// Replaces this bench's section of `path` (between `<!-- NAME:begin -->` and `<!-- NAME:end -->`) with `md`,
+/// keeping everything else (other benches write their own sections); puts the section first if the file has none.
+fn write_section(path: &Path, name: &str, md: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => {
+            let rest = old[e + end.len()..].trim_start_matches('\n');
+            format!("{}{section}{}{rest}", &old[..b], if rest.is_empty() { "" } else { "\n" })
+        }
+        _ if old.trim().is_empty() => section,
+        _ => format!("{section}\n{}", old.trim_start()),
+    };
+    std::fs::create_dir_all(path.parent().expect("docs/")).expect("docs/");
+    std::fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }

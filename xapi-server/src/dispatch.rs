@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use xapi_types::generated::errors as codes;
 use xapi_types::model::{self, Lifecycle};
-use xapi_types::wire::{Call, Sink};
+use xapi_types::wire::Call;
 use xapi_types::{Class, Message, MsgKind, Value};
 
 use crate::coerce::coerce;
-use crate::db::{Changed, Op, Ref, Row};
+use crate::db::{Changed, Ref, Row};
 use crate::error::ApiError;
 use crate::events::{self, Batch};
 use crate::state::{Peer, State};
@@ -252,121 +252,4 @@ fn list_methods() -> Value {
         }
     }
     Value::Array(names)
-}
-
-pub fn emit_record<S: Sink + ?Sized>(class: &Class, row: &Row, sink: &mut S) {
-    sink.begin_struct();
-    for (f, v) in class.fields.iter().zip(&row.fields) {
-        sink.key(f.name);
-        v.emit(sink);
-    }
-    sink.end_struct();
-}
-
-/// Emits one event of `event.from`: `{id, timestamp, class, operation, ref, snapshot}` (no snapshot on `del`).
-fn emit_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
-    sink.begin_struct();
-    sink.key("id");
-    sink.str(&e.generation.to_string());
-    sink.key("timestamp");
-    sink.str("0.0");
-    sink.key("class");
-    sink.str(&e.class.name.to_lowercase());
-    sink.key("operation");
-    sink.str(e.op.name());
-    sink.key("ref");
-    sink.str(&e.r#ref);
-    if let (Some(row), false) = (&e.row, e.op == Op::Del) {
-        sink.key("snapshot");
-        emit_record(e.class, row, sink);
-    }
-    sink.end_struct();
-}
-
-/// Emits one legacy event record (`event.next`): the datamodel's event fields.
-fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
-    let uuid = e
-        .row
-        .as_ref()
-        .and_then(|row| e.class.field("uuid").and_then(|(i, _)| row.fields[i].as_str().map(String::from)))
-        .unwrap_or_default();
-    sink.begin_struct();
-    sink.key("id");
-    sink.int(e.generation);
-    sink.key("timestamp");
-    sink.str(&format!(
-        "{:.6}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-    ));
-    sink.key("class");
-    sink.str(&e.class.name.to_lowercase());
-    sink.key("operation");
-    sink.str(e.op.name());
-    sink.key("ref");
-    sink.str(&e.r#ref);
-    sink.key("obj_uuid");
-    sink.str(&uuid);
-    if let Some(row) = &e.row {
-        sink.key("snapshot");
-        emit_record(e.class, row, sink);
-    }
-    sink.end_struct();
-}
-
-/// Emits a reply's value, calling `between` after each record of a large answer (where a streaming writer may
-/// flush); stops early and answers `false` if `between` does.
-pub fn emit_reply<S: Sink + ?Sized>(reply: &Reply, sink: &mut S, between: &mut dyn FnMut(&mut S) -> bool) -> bool {
-    match reply {
-        Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
-        Reply::Record(class, row) => emit_record(class, row, sink),
-        Reply::Records(class, rows) => {
-            sink.begin_struct();
-            for (r, row) in rows {
-                sink.key(r);
-                emit_record(class, row, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
-            sink.end_struct();
-        }
-        Reply::Events(batch) => {
-            sink.begin_struct();
-            sink.key("events");
-            sink.begin_array();
-            for e in &batch.events {
-                emit_event(e, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
-            sink.end_array();
-            sink.key("valid_ref_counts");
-            sink.begin_struct();
-            for (class, n) in &batch.valid_ref_counts {
-                sink.key(class);
-                sink.i32(*n);
-            }
-            sink.end_struct();
-            sink.key("token");
-            sink.str(&batch.token);
-            sink.end_struct();
-        }
-        Reply::LegacyEvents(events) => {
-            sink.begin_array();
-            for e in events {
-                emit_legacy_event(e, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
-            sink.end_array();
-        }
-    }
-    true
-}
-
-/// Emits a whole reply's value in one go.
-pub fn emit_value<S: Sink + ?Sized>(reply: &Reply, sink: &mut S) {
-    emit_reply(reply, sink, &mut |_| true);
 }

@@ -10,6 +10,7 @@ mod classes;
 pub mod coerce;
 pub mod db;
 pub mod dispatch;
+pub mod encode;
 pub mod error;
 pub mod events;
 mod generic;

@@ -16,6 +16,7 @@ use axum::routing::post;
 use xapi_types::wire::{Call, Sink, jsonrpc, xmlrpc};
 
 use crate::dispatch::{self, Reply};
+use crate::encode;
 use crate::error::ApiError;
 use crate::state::{Peer, State};
 
@@ -78,23 +79,6 @@ const CHUNK: usize = 64 << 10;
 
 /// A record set larger than this is streamed (chunked transfer encoding) rather than sent in one body.
 const STREAM_ROWS: usize = 64;
-
-/// A sink whose output buffer may be drained between values.
-trait Buffered: Sink {
-    fn buffer(&mut self) -> &mut Vec<u8>;
-}
-
-impl Buffered for xmlrpc::XmlSink {
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.out
-    }
-}
-
-impl Buffered for jsonrpc::JsonSink {
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.out
-    }
-}
 
 impl Proto {
     fn content_type(&self) -> &'static str {
@@ -201,12 +185,16 @@ async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Respons
 }
 
 /// Emits a reply's value, handing full chunks to `flush` between records; `false` if `flush` asked to stop.
-fn emit_chunked<S: Buffered>(reply: &Reply, sink: &mut S, flush: &mut dyn FnMut(Vec<u8>) -> bool) -> bool {
-    dispatch::emit_reply(reply, sink, &mut |sink: &mut S| {
-        if sink.buffer().len() < CHUNK {
+fn emit_chunked<S: Sink + Default + AsMut<Vec<u8>>>(
+    reply: &Reply,
+    sink: &mut S,
+    flush: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> bool {
+    encode::emit_reply(reply, sink, &mut |sink: &mut S| {
+        if sink.as_mut().len() < CHUNK {
             return true;
         }
-        let chunk = std::mem::replace(sink.buffer(), Vec::with_capacity(CHUNK + CHUNK / 4));
+        let chunk = std::mem::replace(sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
         flush(chunk)
     })
 }

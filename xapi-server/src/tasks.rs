@@ -20,7 +20,8 @@ use xapi_types::{Message, Value};
 
 use crate::coerce::now_datetime;
 use crate::db::{self, DbError, Ref};
-use crate::dispatch::{Reply, emit_value};
+use crate::dispatch::Reply;
+use crate::encode::emit_value;
 use crate::error::ApiError;
 use crate::state::State;
 

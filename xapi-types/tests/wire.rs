@@ -702,3 +702,35 @@ fn mutations_never_panic() {
         let _ = jsonrpc::parse_response(&body);
     }
 }
+
+/// A value encoded by one sink splices into another of the same kind as if it had been emitted there.
+#[test]
+fn raw_values_splice_like_emitted_ones() {
+    let record = Value::Struct(vec![("a".into(), Value::Int(1)), ("b".into(), Value::Array(vec![Value::str("x")]))]);
+    let whole = Value::Struct(vec![
+        ("first".into(), record.clone()),
+        ("second".into(), Value::Array(vec![record.clone(), record.clone()])),
+    ]);
+    fn splice<S: Sink + Default + AsMut<Vec<u8>>>(record: &Value) -> Vec<u8> {
+        let mut one = S::default();
+        record.emit(&mut one);
+        let encoded = std::mem::take(one.as_mut());
+        let mut s = S::default();
+        s.begin_struct();
+        s.key("first");
+        s.raw_value(&encoded);
+        s.key("second");
+        s.begin_array();
+        s.raw_value(&encoded);
+        s.raw_value(&encoded);
+        s.end_array();
+        s.end_struct();
+        std::mem::take(s.as_mut())
+    }
+    let mut x = xmlrpc::XmlSink::new();
+    whole.emit(&mut x);
+    assert_eq!(String::from_utf8(splice::<xmlrpc::XmlSink>(&record)).unwrap(), String::from_utf8(x.out).unwrap());
+    let mut j = jsonrpc::JsonSink::new();
+    whole.emit(&mut j);
+    assert_eq!(String::from_utf8(splice::<jsonrpc::JsonSink>(&record)).unwrap(), String::from_utf8(j.out).unwrap());
+}

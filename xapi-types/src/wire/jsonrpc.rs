@@ -71,6 +71,12 @@ impl JsonSink {
     }
 }
 
+impl AsMut<Vec<u8>> for JsonSink {
+    fn as_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
 impl Sink for JsonSink {
     fn str(&mut self, s: &str) {
         self.separate();
@@ -134,6 +140,15 @@ impl Sink for JsonSink {
     fn end_struct(&mut self) {
         self.first.pop();
         self.out.push(b'}');
+    }
+
+    fn encoding(&self) -> &'static str {
+        "jsonrpc"
+    }
+
+    fn raw_value(&mut self, encoded: &[u8]) {
+        self.separate();
+        self.out.extend_from_slice(encoded);
     }
 }
 

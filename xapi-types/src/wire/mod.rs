@@ -42,6 +42,11 @@ pub trait Sink {
     fn begin_struct(&mut self);
     fn key(&mut self, k: &str);
     fn end_struct(&mut self);
+    /// Which encoding this sink writes (`"xmlrpc"`, `"jsonrpc"`): a value one sink of a kind encoded can be spliced
+    /// into another of the same kind with [`Sink::raw_value`].
+    fn encoding(&self) -> &'static str;
+    /// Writes a value already encoded by a fresh sink of the same [`Sink::encoding`] (e.g. a cached record).
+    fn raw_value(&mut self, encoded: &[u8]);
 }
 
 impl Value {

@@ -68,6 +68,12 @@ impl XmlSink {
     }
 }
 
+impl AsMut<Vec<u8>> for XmlSink {
+    fn as_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
 impl Sink for XmlSink {
     fn str(&mut self, s: &str) {
         self.out.extend_from_slice(b"<value>");
@@ -127,6 +133,14 @@ impl Sink for XmlSink {
     fn end_struct(&mut self) {
         self.open.pop();
         self.scalar(STRUCT_CLOSE, b"", b"");
+    }
+
+    fn encoding(&self) -> &'static str {
+        "xmlrpc"
+    }
+
+    fn raw_value(&mut self, encoded: &[u8]) {
+        self.scalar(encoded, b"", b"");
     }
 }
 

@@ -1,0 +1,190 @@
+//! Replies into bytes: records, event batches and legacy event records, written through a wire [`Sink`].
+//!
+//! Records are written straight from stored rows. An event's snapshot is encoded once per row and protocol and
+//! shared by every watcher it goes to ([`SnapshotCache`]): with a hundred watchers of a class, one change costs one
+//! encoding, not a hundred.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use xapi_types::Class;
+use xapi_types::wire::Sink;
+
+use crate::db::{Changed, Op, Row};
+use crate::dispatch::Reply;
+
+pub fn emit_record<S: Sink + ?Sized>(class: &Class, row: &Row, sink: &mut S) {
+    sink.begin_struct();
+    for (f, v) in class.fields.iter().zip(&row.fields) {
+        sink.key(f.name);
+        v.emit(sink);
+    }
+    sink.end_struct();
+}
+
+/// Encoded snapshots of recently delivered rows, per protocol, within a byte budget; the oldest go first. Entries
+/// hold their row, so a row's address is not reused while it is a key.
+pub struct SnapshotCache {
+    budget: usize,
+    inner: Mutex<CacheInner>,
+}
+
+/// A row's address and the encoding's name.
+type CacheKey = (usize, &'static str);
+
+#[derive(Default)]
+struct CacheInner {
+    bytes: usize,
+    /// The encoded bytes, and the row they encode (kept alive so that its address stays its own).
+    map: HashMap<CacheKey, (Arc<Row>, Arc<[u8]>)>,
+    order: VecDeque<CacheKey>,
+}
+
+/// The daemon's snapshot cache: 16 MiB.
+pub static SNAPSHOTS: LazyLock<SnapshotCache> = LazyLock::new(|| SnapshotCache::new(16 << 20));
+
+impl SnapshotCache {
+    pub fn new(budget: usize) -> SnapshotCache {
+        SnapshotCache { budget, inner: Mutex::new(CacheInner::default()) }
+    }
+
+    /// The record `row` of `class` as a sink like `sink` encodes it, from the cache or encoded now.
+    fn get<S: Sink + Default + AsMut<Vec<u8>>>(&self, class: &Class, row: &Arc<Row>, sink: &S) -> Arc<[u8]> {
+        let key = (Arc::as_ptr(row) as usize, sink.encoding());
+        if let Some((_, bytes)) = self.lock().map.get(&key) {
+            return bytes.clone();
+        }
+        let mut fresh = S::default();
+        emit_record(class, row, &mut fresh);
+        let bytes: Arc<[u8]> = std::mem::take(fresh.as_mut()).into();
+        let mut inner = self.lock();
+        if bytes.len() <= self.budget && !inner.map.contains_key(&key) {
+            inner.bytes += bytes.len();
+            inner.map.insert(key, (row.clone(), bytes.clone()));
+            inner.order.push_back(key);
+            while inner.bytes > self.budget {
+                let Some(old) = inner.order.pop_front() else { break };
+                if let Some((_, b)) = inner.map.remove(&old) {
+                    inner.bytes -= b.len();
+                }
+            }
+        }
+        bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Emits one event of `event.from`: `{id, timestamp, class, operation, ref, snapshot}` (no snapshot on `del`).
+fn emit_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
+    sink.begin_struct();
+    sink.key("id");
+    sink.str(&e.generation.to_string());
+    sink.key("timestamp");
+    sink.str("0.0");
+    sink.key("class");
+    sink.str(&e.class.name.to_lowercase());
+    sink.key("operation");
+    sink.str(e.op.name());
+    sink.key("ref");
+    sink.str(&e.r#ref);
+    if let (Some(row), false) = (&e.row, e.op == Op::Del) {
+        sink.key("snapshot");
+        sink.raw_value(&SNAPSHOTS.get(e.class, row, sink));
+    }
+    sink.end_struct();
+}
+
+/// Emits one legacy event record (`event.next`): the datamodel's event fields.
+fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
+    let uuid = e
+        .row
+        .as_ref()
+        .and_then(|row| e.class.field("uuid").and_then(|(i, _)| row.fields[i].as_str().map(String::from)))
+        .unwrap_or_default();
+    sink.begin_struct();
+    sink.key("id");
+    sink.int(e.generation);
+    sink.key("timestamp");
+    sink.str(&format!(
+        "{:.6}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    ));
+    sink.key("class");
+    sink.str(&e.class.name.to_lowercase());
+    sink.key("operation");
+    sink.str(e.op.name());
+    sink.key("ref");
+    sink.str(&e.r#ref);
+    sink.key("obj_uuid");
+    sink.str(&uuid);
+    if let Some(row) = &e.row {
+        sink.key("snapshot");
+        emit_record(e.class, row, sink);
+    }
+    sink.end_struct();
+}
+
+/// Emits a reply's value, calling `between` after each record of a large answer (where a streaming writer may
+/// flush); stops early and answers `false` if `between` does.
+pub fn emit_reply<S: Sink + Default + AsMut<Vec<u8>>>(
+    reply: &Reply,
+    sink: &mut S,
+    between: &mut dyn FnMut(&mut S) -> bool,
+) -> bool {
+    match reply {
+        Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
+        Reply::Record(class, row) => emit_record(class, row, sink),
+        Reply::Records(class, rows) => {
+            sink.begin_struct();
+            for (r, row) in rows {
+                sink.key(r);
+                emit_record(class, row, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_struct();
+        }
+        Reply::Events(batch) => {
+            sink.begin_struct();
+            sink.key("events");
+            sink.begin_array();
+            for e in &batch.events {
+                emit_event(e, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_array();
+            sink.key("valid_ref_counts");
+            sink.begin_struct();
+            for (class, n) in &batch.valid_ref_counts {
+                sink.key(class);
+                sink.i32(*n);
+            }
+            sink.end_struct();
+            sink.key("token");
+            sink.str(&batch.token);
+            sink.end_struct();
+        }
+        Reply::LegacyEvents(events) => {
+            sink.begin_array();
+            for e in events {
+                emit_legacy_event(e, sink);
+                if !between(sink) {
+                    return false;
+                }
+            }
+            sink.end_array();
+        }
+    }
+    true
+}
+
+/// Emits a whole reply's value in one go.
+pub fn emit_value<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, sink: &mut S) {
+    emit_reply(reply, sink, &mut |_| true);
+}

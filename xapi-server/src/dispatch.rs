@@ -44,16 +44,6 @@ impl Reply {
     pub fn void() -> Reply {
         Reply::Value(Value::Str(String::new()))
     }
-
-    /// How many records it carries (large answers are streamed).
-    pub fn size(&self) -> usize {
-        match self {
-            Reply::Records(_, rows) => rows.len(),
-            Reply::Events(b) => b.events.len(),
-            Reply::LegacyEvents(e) => e.len(),
-            _ => 1,
-        }
-    }
 }
 
 /// Everything a handler may need to know about the call it serves.

@@ -85,7 +85,7 @@ fn emit_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
     sink.key("timestamp");
     sink.str("0.0");
     sink.key("class");
-    sink.str(&e.class.name.to_lowercase());
+    sink.str(crate::events::lower_name(e.class));
     sink.key("operation");
     sink.str(e.op.name());
     sink.key("ref");
@@ -113,7 +113,7 @@ fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
     ));
     sink.key("class");
-    sink.str(&e.class.name.to_lowercase());
+    sink.str(crate::events::lower_name(e.class));
     sink.key("operation");
     sink.str(e.op.name());
     sink.key("ref");
@@ -127,37 +127,51 @@ fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
     sink.end_struct();
 }
 
-/// Emits a reply's value, calling `between` after each record of a large answer (where a streaming writer may
-/// flush); stops early and answers `false` if `between` does.
-pub fn emit_reply<S: Sink + Default + AsMut<Vec<u8>>>(
-    reply: &Reply,
-    sink: &mut S,
-    between: &mut dyn FnMut(&mut S) -> bool,
-) -> bool {
+/// How many items a reply's value is made of: the records of `get_all_records`, the events of a batch. A large
+/// answer is written item by item ([`begin`], [`item`] for each, [`end`]), so that it can be streamed.
+pub fn items(reply: &Reply) -> usize {
+    match reply {
+        Reply::Records(_, rows) => rows.len(),
+        Reply::Events(batch) => batch.events.len(),
+        Reply::LegacyEvents(events) => events.len(),
+        Reply::Value(_) | Reply::Bare(_) | Reply::Record(..) => 0,
+    }
+}
+
+/// Writes what comes before a reply's items (for a reply without items: all of it).
+pub fn begin<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, sink: &mut S) {
     match reply {
         Reply::Value(v) | Reply::Bare(v) => v.emit(sink),
         Reply::Record(class, row) => emit_record(class, row, sink),
-        Reply::Records(class, rows) => {
-            sink.begin_struct();
-            for (r, row) in rows {
-                sink.key(r);
-                emit_record(class, row, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
-            sink.end_struct();
-        }
-        Reply::Events(batch) => {
+        Reply::Records(..) => sink.begin_struct(),
+        Reply::Events(_) => {
             sink.begin_struct();
             sink.key("events");
             sink.begin_array();
-            for e in &batch.events {
-                emit_event(e, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
+        }
+        Reply::LegacyEvents(_) => sink.begin_array(),
+    }
+}
+
+/// Writes item `i` of a reply (see [`items`]).
+pub fn item<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, i: usize, sink: &mut S) {
+    match reply {
+        Reply::Records(class, rows) => {
+            let (r, row) = &rows[i];
+            sink.key(r);
+            emit_record(class, row, sink);
+        }
+        Reply::Events(batch) => emit_event(&batch.events[i], sink),
+        Reply::LegacyEvents(events) => emit_legacy_event(&events[i], sink),
+        Reply::Value(_) | Reply::Bare(_) | Reply::Record(..) => {}
+    }
+}
+
+/// Writes what comes after a reply's items.
+pub fn end<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, sink: &mut S) {
+    match reply {
+        Reply::Records(..) => sink.end_struct(),
+        Reply::Events(batch) => {
             sink.end_array();
             sink.key("valid_ref_counts");
             sink.begin_struct();
@@ -170,21 +184,16 @@ pub fn emit_reply<S: Sink + Default + AsMut<Vec<u8>>>(
             sink.str(&batch.token);
             sink.end_struct();
         }
-        Reply::LegacyEvents(events) => {
-            sink.begin_array();
-            for e in events {
-                emit_legacy_event(e, sink);
-                if !between(sink) {
-                    return false;
-                }
-            }
-            sink.end_array();
-        }
+        Reply::LegacyEvents(_) => sink.end_array(),
+        Reply::Value(_) | Reply::Bare(_) | Reply::Record(..) => {}
     }
-    true
 }
 
 /// Emits a whole reply's value in one go.
 pub fn emit_value<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, sink: &mut S) {
-    emit_reply(reply, sink, &mut |_| true);
+    begin(reply, sink);
+    for i in 0..items(reply) {
+        item(reply, i, sink);
+    }
+    end(reply, sink);
 }

@@ -101,6 +101,8 @@ fn matching(state: &State, subs: &[Sub], since: i64) -> Result<(Vec<Changed>, i6
 /// at the deadline.
 async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) -> Result<bool, ApiError> {
     let mut rx = state.store.subscribe();
+    let timeout = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(timeout);
     loop {
         state.check_session_alive(session)?;
         if *rx.borrow_and_update() > generation {
@@ -112,7 +114,7 @@ async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) 
                     return Ok(false);
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => return Ok(false),
+            _ = &mut timeout => return Ok(false),
             _ = state.stopped() => return Ok(false),
         }
     }
@@ -123,7 +125,7 @@ async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) 
 pub struct Batch {
     pub events: Vec<Changed>,
     /// Objects per stored class (lower-case names), for every class.
-    pub valid_ref_counts: Vec<(String, i32)>,
+    pub valid_ref_counts: Vec<(&'static str, i32)>,
     pub token: String,
 }
 
@@ -153,12 +155,23 @@ pub async fn from(
     }
 }
 
+/// Every class's name in lower case, as events spell it.
+static LOWER_NAMES: std::sync::LazyLock<HashMap<&'static str, String>> =
+    std::sync::LazyLock::new(|| model::classes().iter().map(|c| (c.name, c.name.to_lowercase())).collect());
+
+/// A class's name as events spell it.
+pub fn lower_name(class: &Class) -> &'static str {
+    LOWER_NAMES.get(class.name).map(String::as_str).unwrap_or_default()
+}
+
 fn batch(state: &State, events: Vec<Changed>, generation: i64) -> Batch {
     let valid_ref_counts = state
         .store
         .counts()
         .into_iter()
-        .map(|(c, n)| (c.to_lowercase(), i32::try_from(n).unwrap_or(i32::MAX)))
+        .map(|(c, n)| {
+            (LOWER_NAMES.get(c).map(String::as_str).unwrap_or_default(), i32::try_from(n).unwrap_or(i32::MAX))
+        })
         .collect();
     Batch { events, valid_ref_counts, token: token_of(generation) }
 }

@@ -61,8 +61,8 @@ fn with_cors(mut r: Response) -> Response {
     r
 }
 
-fn reply(content_type: &'static str, body: Vec<u8>) -> Response {
-    let mut r = Response::new(Body::from(body));
+fn reply(content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     with_cors(r)
 }
@@ -77,8 +77,9 @@ enum Proto {
 /// (and, below glibc's mmap threshold, the chunk buffers are reused rather than kept per thread).
 const CHUNK: usize = 64 << 10;
 
-/// A record set larger than this is streamed (chunked transfer encoding) rather than sent in one body.
-const STREAM_ROWS: usize = 64;
+/// An answer of more items (records, events) than this is streamed (chunked transfer encoding) rather than sent
+/// in one body.
+const STREAM_ITEMS: usize = 64;
 
 impl Proto {
     fn content_type(&self) -> &'static str {
@@ -95,35 +96,90 @@ impl Proto {
         }
     }
 
-    /// Writes a successful answer, handing each chunk to `flush`; stops early if `flush` answers `false`.
-    fn write_success(&self, reply: &Reply, flush: &mut dyn FnMut(Vec<u8>) -> bool) {
+    /// Writes what comes before a successful answer's value.
+    fn begin_success(&self, out: &mut Vec<u8>) {
         match self {
-            Proto::Xml => {
-                if let Reply::Bare(v) = reply {
-                    flush(xmlrpc::bare(v));
-                    return;
-                }
-                let mut sink = xmlrpc::XmlSink::new();
-                xmlrpc::begin_success(&mut sink.out);
-                if emit_chunked(reply, &mut sink, flush) {
-                    xmlrpc::end_success(&mut sink.out);
-                    flush(std::mem::take(&mut sink.out));
-                }
-            }
-            Proto::Json(env) => {
-                let mut sink = jsonrpc::JsonSink::new();
-                jsonrpc::begin_success(&mut sink.out, env);
-                if emit_chunked(reply, &mut sink, flush) {
-                    jsonrpc::end_success(&mut sink.out, env);
-                    flush(std::mem::take(&mut sink.out));
-                }
-            }
+            Proto::Xml => xmlrpc::begin_success(out),
+            Proto::Json(env) => jsonrpc::begin_success(out, env),
+        }
+    }
+
+    fn end_success(&self, out: &mut Vec<u8>) {
+        match self {
+            Proto::Xml => xmlrpc::end_success(out),
+            Proto::Json(env) => jsonrpc::end_success(out, env),
+        }
+    }
+
+    /// A successful answer, whole.
+    fn success(&self, reply: &Reply) -> Vec<u8> {
+        match (self, reply) {
+            (Proto::Xml, Reply::Bare(v)) => xmlrpc::bare(v),
+            (Proto::Xml, _) => self.whole(reply, xmlrpc::XmlSink::new()),
+            (Proto::Json(_), _) => self.whole(reply, jsonrpc::JsonSink::new()),
+        }
+    }
+
+    fn whole<S: Sink + Default + AsMut<Vec<u8>>>(&self, reply: &Reply, mut sink: S) -> Vec<u8> {
+        self.begin_success(sink.as_mut());
+        encode::emit_value(reply, &mut sink);
+        self.end_success(sink.as_mut());
+        std::mem::take(sink.as_mut())
+    }
+
+    /// A successful answer as a stream of chunks, each encoded when the connection asks for it: a client that
+    /// stops reading stops the encoding, and holds no thread.
+    fn stream(self, reply: Reply) -> Body {
+        match self {
+            Proto::Xml => chunks(self, reply, xmlrpc::XmlSink::new()),
+            Proto::Json(_) => chunks(self, reply, jsonrpc::JsonSink::new()),
         }
     }
 }
 
+fn chunks<S>(proto: Proto, reply: Reply, sink: S) -> Body
+where
+    S: Sink + Default + AsMut<Vec<u8>> + Send + 'static,
+{
+    struct Encoding<S> {
+        proto: Proto,
+        reply: Reply,
+        sink: S,
+        /// The next item to write; `None` before the beginning.
+        next: Option<usize>,
+        done: bool,
+    }
+    let state = Encoding { proto, reply, sink, next: None, done: false };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let n = encode::items(&st.reply);
+        let i = st.next.get_or_insert_with(|| {
+            st.proto.begin_success(st.sink.as_mut());
+            encode::begin(&st.reply, &mut st.sink);
+            0
+        });
+        while *i < n && st.sink.as_mut().len() < CHUNK {
+            encode::item(&st.reply, *i, &mut st.sink);
+            *i += 1;
+        }
+        if *i == n {
+            encode::end(&st.reply, &mut st.sink);
+            st.proto.end_success(st.sink.as_mut());
+            st.done = true;
+        }
+        let chunk = std::mem::replace(st.sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), st))
+    });
+    Body::from_stream(stream)
+}
+
 async fn xml_handler(state: Arc<State>, peer: Peer, body: Bytes) -> Response {
-    match xmlrpc::parse_call(&body) {
+    let parsed = xmlrpc::parse_call(&body);
+    // The call owns what it needs: the request's buffer is not kept while the call runs (or waits for events).
+    drop(body);
+    match parsed {
         Ok(call) => run(state, peer, call, Proto::Xml).await,
         Err(e) => {
             let proto = Proto::Xml;
@@ -137,7 +193,9 @@ async fn json_handler(
     ConnectInfo(peer): ConnectInfo<Peer>,
     body: Bytes,
 ) -> Response {
-    match jsonrpc::parse_call(&body) {
+    let parsed = jsonrpc::parse_call(&body);
+    drop(body);
+    match parsed {
         Ok((env, call)) => run(state, peer, call, Proto::Json(env)).await,
         Err(e) => {
             // Without a well-formed request there is no id to echo.
@@ -147,8 +205,7 @@ async fn json_handler(
     }
 }
 
-/// Dispatches and answers; large answers are encoded on a blocking thread and streamed out in chunks as they are
-/// encoded.
+/// Dispatches and answers; large answers are streamed out in chunks, each encoded as the connection asks for it.
 async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Response {
     let method = call.method.clone();
     let content_type = proto.content_type();
@@ -159,42 +216,6 @@ async fn run(state: Arc<State>, peer: Peer, call: Call, proto: Proto) -> Respons
         }
         Ok(r) => r,
     };
-    if r.size() <= STREAM_ROWS {
-        let mut out = Vec::new();
-        proto.write_success(&r, &mut |chunk| {
-            if out.is_empty() {
-                out = chunk;
-            } else {
-                out.extend_from_slice(&chunk);
-            }
-            true
-        });
-        return reply(content_type, out);
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-    tokio::task::spawn_blocking(move || {
-        // A client that goes away closes the channel, and the encoding stops.
-        proto.write_success(&r, &mut |chunk| tx.blocking_send(chunk).is_ok());
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    with_cors(response)
-}
-
-/// Emits a reply's value, handing full chunks to `flush` between records; `false` if `flush` asked to stop.
-fn emit_chunked<S: Sink + Default + AsMut<Vec<u8>>>(
-    reply: &Reply,
-    sink: &mut S,
-    flush: &mut dyn FnMut(Vec<u8>) -> bool,
-) -> bool {
-    encode::emit_reply(reply, sink, &mut |sink: &mut S| {
-        if sink.as_mut().len() < CHUNK {
-            return true;
-        }
-        let chunk = std::mem::replace(sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
-        flush(chunk)
-    })
+    let body = if encode::items(&r) <= STREAM_ITEMS { Body::from(proto.success(&r)) } else { proto.stream(r) };
+    reply(content_type, body)
 }

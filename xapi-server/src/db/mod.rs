@@ -107,6 +107,9 @@ pub struct Changed {
     pub row: Option<Arc<Row>>,
 }
 
+/// The smallest ref, to start ranges of `(generation, ref)` at a generation.
+static EMPTY_REF: std::sync::LazyLock<Ref> = std::sync::LazyLock::new(|| Ref::from(""));
+
 /// How many deletions are kept for event clients, unless configured otherwise.
 pub const DEFAULT_TOMBSTONE_LIMIT: usize = 100_000;
 
@@ -235,7 +238,7 @@ impl Store {
         let mut out = Vec::new();
         for class in classes {
             let table = &mem.tables[class_index(class)];
-            for (_, r) in table.by_modified.range((since + 1, Ref::from(""))..) {
+            for (_, r) in table.by_modified.range((since + 1, EMPTY_REF.clone())..) {
                 let row = table.rows[r].clone();
                 let op = if row.created > since { Op::Add } else { Op::Mod };
                 out.push(Changed { generation: row.modified, class, r#ref: r.clone(), op, row: Some(row) });

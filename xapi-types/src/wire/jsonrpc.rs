@@ -16,6 +16,8 @@
 mod reader;
 
 use super::Sink;
+use std::io::Write as _;
+
 use crate::value::Value;
 
 /// Which JSON-RPC a request spoke; a response answers in the same one.
@@ -85,7 +87,7 @@ impl Sink for JsonSink {
 
     fn int(&mut self, i: i64) {
         self.separate();
-        self.out.extend_from_slice(i.to_string().as_bytes());
+        let _ = write!(self.out, "{i}");
     }
 
     fn i32(&mut self, i: i32) {
@@ -237,6 +239,14 @@ fn write_id(out: &mut Vec<u8>, id: &serde_json::Value) {
 
 /// `s` as a JSON string literal, escaped by serde_json.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Most strings (field names, refs, uuids, labels) need no escaping: copy them as they are.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serializing a str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

@@ -21,6 +21,8 @@
 
 mod reader;
 
+use std::io::Write as _;
+
 use super::{Sink, WireError};
 use crate::value::Value;
 
@@ -83,7 +85,10 @@ impl Sink for XmlSink {
     }
 
     fn int(&mut self, i: i64) {
-        self.scalar(b"<value>", i.to_string().as_bytes(), b"</value>");
+        self.out.extend_from_slice(b"<value>");
+        let _ = write!(self.out, "{i}");
+        self.out.extend_from_slice(b"</value>");
+        self.done();
     }
 
     fn i32(&mut self, i: i32) {

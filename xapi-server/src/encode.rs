@@ -5,7 +5,7 @@
 //! encoding, not a hundred.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use xapi_types::Class;
 use xapi_types::wire::Sink;
@@ -23,7 +23,8 @@ pub fn emit_record<S: Sink + ?Sized>(class: &Class, row: &Row, sink: &mut S) {
 }
 
 /// Encoded snapshots of recently delivered rows, per protocol, within a byte budget; the oldest go first. Entries
-/// hold their row, so a row's address is not reused while it is a key.
+/// hold a weak reference to their row: that keeps the row's address from being reused while it is a key, without
+/// keeping a superseded row's fields alive.
 pub struct SnapshotCache {
     budget: usize,
     inner: Mutex<CacheInner>,
@@ -35,13 +36,13 @@ type CacheKey = (usize, &'static str);
 #[derive(Default)]
 struct CacheInner {
     bytes: usize,
-    /// The encoded bytes, and the row they encode (kept alive so that its address stays its own).
-    map: HashMap<CacheKey, (Arc<Row>, Arc<[u8]>)>,
+    /// The encoded bytes, and the row they encode.
+    map: HashMap<CacheKey, (Weak<Row>, Arc<[u8]>)>,
     order: VecDeque<CacheKey>,
 }
 
-/// The daemon's snapshot cache: 16 MiB.
-pub static SNAPSHOTS: LazyLock<SnapshotCache> = LazyLock::new(|| SnapshotCache::new(16 << 20));
+/// The daemon's snapshot cache: 4 MiB, enough for the rows changed while every watcher catches up.
+pub static SNAPSHOTS: LazyLock<SnapshotCache> = LazyLock::new(|| SnapshotCache::new(4 << 20));
 
 impl SnapshotCache {
     pub fn new(budget: usize) -> SnapshotCache {
@@ -60,7 +61,7 @@ impl SnapshotCache {
         let mut inner = self.lock();
         if bytes.len() <= self.budget && !inner.map.contains_key(&key) {
             inner.bytes += bytes.len();
-            inner.map.insert(key, (row.clone(), bytes.clone()));
+            inner.map.insert(key, (Arc::downgrade(row), bytes.clone()));
             inner.order.push_back(key);
             while inner.bytes > self.budget {
                 let Some(old) = inner.order.pop_front() else { break };
@@ -196,4 +197,38 @@ pub fn emit_value<S: Sink + Default + AsMut<Vec<u8>>>(reply: &Reply, sink: &mut 
         item(reply, i, sink);
     }
     end(reply, sink);
+}
+
+#[cfg(test)]
+mod tests {
+    use xapi_types::model;
+    use xapi_types::wire::{jsonrpc::JsonSink, xmlrpc::XmlSink};
+
+    use super::*;
+
+    #[test]
+    fn cached_snapshots_are_the_records_and_keep_no_row_alive() {
+        let vm = model::class("VM").unwrap();
+        let cache = SnapshotCache::new(64 << 10);
+        let rows: Vec<Arc<Row>> = (0..20)
+            .map(|i| {
+                let mut fields = crate::db::default_row(vm);
+                fields[0] = xapi_types::Value::Str(format!("uuid-{i}"));
+                Arc::new(Row { created: 1, modified: 1, fields })
+            })
+            .collect();
+        for row in &rows {
+            let mut fresh = XmlSink::new();
+            emit_record(vm, row, &mut fresh);
+            assert_eq!(&*cache.get(vm, row, &XmlSink::new()), &fresh.out[..]);
+            assert_eq!(&*cache.get(vm, row, &XmlSink::new()), &fresh.out[..], "from the cache");
+            let mut fresh = JsonSink::new();
+            emit_record(vm, row, &mut fresh);
+            assert_eq!(&*cache.get(vm, row, &JsonSink::new()), &fresh.out[..]);
+            assert_eq!(Arc::strong_count(row), 1, "the cache holds no strong reference");
+        }
+        let inner = cache.lock();
+        assert!(inner.bytes <= 64 << 10 && inner.map.len() < 40, "the budget evicts the oldest");
+        assert_eq!(inner.map.len(), inner.order.len());
+    }
 }

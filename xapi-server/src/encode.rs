@@ -78,6 +78,16 @@ impl SnapshotCache {
     }
 }
 
+/// The members of an event record that say what happened: `class` (lower case), `operation`, `ref`.
+fn emit_what<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
+    sink.key("class");
+    sink.str(crate::events::lower_name(e.class));
+    sink.key("operation");
+    sink.str(e.op.name());
+    sink.key("ref");
+    sink.str(&e.r#ref);
+}
+
 /// Emits one event of `event.from`: `{id, timestamp, class, operation, ref, snapshot}` (no snapshot on `del`).
 fn emit_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
     sink.begin_struct();
@@ -85,12 +95,7 @@ fn emit_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
     sink.str(&e.generation.to_string());
     sink.key("timestamp");
     sink.str("0.0");
-    sink.key("class");
-    sink.str(crate::events::lower_name(e.class));
-    sink.key("operation");
-    sink.str(e.op.name());
-    sink.key("ref");
-    sink.str(&e.r#ref);
+    emit_what(e, sink);
     if let (Some(row), false) = (&e.row, e.op == Op::Del) {
         sink.key("snapshot");
         sink.raw_value(&SNAPSHOTS.get(e.class, row, sink));
@@ -99,7 +104,7 @@ fn emit_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
 }
 
 /// Emits one legacy event record (`event.next`): the datamodel's event fields.
-fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
+fn emit_legacy_event<S: Sink + Default + AsMut<Vec<u8>>>(e: &Changed, sink: &mut S) {
     let uuid = e
         .row
         .as_ref()
@@ -113,17 +118,12 @@ fn emit_legacy_event<S: Sink + ?Sized>(e: &Changed, sink: &mut S) {
         "{:.6}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
     ));
-    sink.key("class");
-    sink.str(crate::events::lower_name(e.class));
-    sink.key("operation");
-    sink.str(e.op.name());
-    sink.key("ref");
-    sink.str(&e.r#ref);
+    emit_what(e, sink);
     sink.key("obj_uuid");
     sink.str(&uuid);
     if let Some(row) = &e.row {
         sink.key("snapshot");
-        emit_record(e.class, row, sink);
+        sink.raw_value(&SNAPSHOTS.get(e.class, row, sink));
     }
     sink.end_struct();
 }

@@ -11,7 +11,7 @@
 //! stalled clients.)
 //!
 //! One run starts the daemon in a fresh data dir, creates VMs by `VM.create` (the template-like record of
-//! `rpc.rs`), and then goes through phases, each with a fresh set of watchers:
+//! `rpc.rs`, in `common/mod.rs`), and then goes through phases, each with a fresh set of watchers:
 //!
 //! * **writes alone** (the baseline): the writers and the probe below, no watcher;
 //! * **1 watcher** and **100 watchers** subscribed to `*` (as Xen Orchestra; XenCenter lists every class), so that
@@ -33,20 +33,21 @@
 //! same writes), and in the other phases shows what the watchers do to ordinary calls. The daemon's VmRSS is read
 //! from `/proc/PID/status` every 250 ms; its CPU time from `/proc/PID/stat`.
 //!
-//! The client is the minimal HTTP/1.1 keep-alive client of `rpc.rs` over `std::net::TcpStream`, JSON-RPC (as Xen
-//! Orchestra and XenCenter speak it), one thread per connection. Watchers do not parse the answers: they take the
-//! token, count the events and read the `name_label`s from the bytes.
+//! The client is the minimal HTTP/1.1 keep-alive client of `rpc.rs` (in `common/mod.rs`) over
+//! `std::net::TcpStream`, JSON-RPC (as Xen Orchestra and XenCenter speak it), one thread per connection. Watchers
+//! do not parse the answers: they take the token, count the events and read the `name_label`s from the bytes.
 //!
 //! The figures of every run, their medians and the verdict against the issue's targets are printed and written to
 //! this bench's section of `docs/benchmarks.md` (between `<!-- events:begin -->` and `<!-- events:end -->`; the
 //! rest of the file is left as it is). The bench reports; it does not fail when a target is missed. Run without
 //! `--bench` (as `cargo test --benches` does) it makes one quick smoke run and writes nothing.
 
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -54,9 +55,11 @@ use std::time::{Duration, Instant};
 use xapi_types::Value;
 use xapi_types::wire::jsonrpc;
 
-const PASSWORD: &str = "bench-root-password";
-const JSON: &str = "application/json";
-const MB: f64 = 1_000_000.0;
+use common::{
+    Conn, Daemon, JSON, MB, NewSection, PASSWORD, Received, SummaryRow, command_output, common_arg, load_avg, median,
+    ms, per_run, percentile, s, thousands, vm_record, write_facts, write_section, write_summary,
+};
+
 /// The issue's target: p99 delivery latency at 100 watchers.
 const TARGET_P99_MS: f64 = 20.0;
 /// "Memory flat": VmRSS may grow at most this much from the end of the warm-up to the end of a phase. Bounded
@@ -167,10 +170,10 @@ impl Plan {
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
+            if common_arg(a, &mut it, &mut plan.runs, &mut plan.write_doc) {
+                continue;
+            }
             match a.as_str() {
-                "--bench" => {}
-                "--runs" => plan.runs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).expect("--runs N"),
-                "--no-write" => plan.write_doc = false,
                 "--stalled" => {
                     let n: usize = it.next().and_then(|n| n.parse().ok()).expect("--stalled N");
                     for p in plan.phases.iter_mut().filter(|p| p.stalled > 0) {
@@ -197,128 +200,14 @@ impl Plan {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// A minimal keep-alive HTTP/1.1 client (as in `rpc.rs`, with sending and receiving apart, for pipelining).
-
-struct Conn {
-    stream: TcpStream,
-    host: String,
-    /// Bytes read; those before `pos` are consumed.
-    buf: Vec<u8>,
-    pos: usize,
-}
+// The client (`common::Conn`, over JSON-RPC) and the daemon under test (`common::Daemon`, with its PID and VmRSS).
 
 impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream.set_read_timeout(Some(Duration::from_secs(120))).expect("read timeout");
-        Conn { stream, host: addr.to_string(), buf: Vec::with_capacity(16 << 10), pos: 0 }
-    }
-
-    /// Reads what the socket has (at least one byte) after the unconsumed bytes.
-    fn fill(&mut self) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + (16 << 10), 0);
-        let n = self.stream.read(&mut self.buf[len..]).expect("reading the response");
-        self.buf.truncate(len + n);
-        assert!(n > 0, "the server closed the connection");
-    }
-
-    /// Consumes bytes up to and including the next `delim`; returns them without it.
-    fn until(&mut self, delim: &[u8]) -> Vec<u8> {
-        let mut from = self.pos;
-        loop {
-            if let Some(i) = self.buf[from..].windows(delim.len()).position(|w| w == delim) {
-                let end = from + i;
-                let out = self.buf[self.pos..end].to_vec();
-                self.pos = end + delim.len();
-                return out;
-            }
-            from = self.buf.len().saturating_sub(delim.len() - 1).max(self.pos);
-            let consumed = self.pos;
-            self.fill();
-            from -= consumed;
-        }
-    }
-
-    /// Appends the next `n` bytes to `out`, reading straight into it what is not buffered yet.
-    fn take(&mut self, n: usize, out: &mut Vec<u8>) {
-        let have = n.min(self.buf.len() - self.pos);
-        out.extend_from_slice(&self.buf[self.pos..self.pos + have]);
-        self.pos += have;
-        if have < n {
-            let want = out.len() + (n - have);
-            out.reserve(n - have);
-            (&mut self.stream).take((n - have) as u64).read_to_end(out).expect("reading the body");
-            assert_eq!(out.len(), want, "the body was cut short");
-        }
-    }
-
-    fn request(&self, path: &str, body: &[u8]) -> Vec<u8> {
-        let mut req = Vec::with_capacity(body.len() + 160);
-        write!(
-            req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {JSON}\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        )
-        .expect("writing to a Vec");
-        req.extend_from_slice(body);
-        req
-    }
-
-    /// Sends bytes in one `write`; answers when it started.
-    fn send_raw(&mut self, bytes: &[u8]) -> Instant {
-        let start = Instant::now();
-        self.stream.write_all(bytes).expect("sending the request");
-        start
-    }
-
-    /// Reads one response: its status and body.
-    fn receive(&mut self) -> (u16, Vec<u8>) {
-        let head = self.until(b"\r\n\r\n");
-        let head = String::from_utf8(head).expect("an ASCII response head");
-        let mut lines = head.split("\r\n");
-        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status");
-        let (mut len, mut chunked) = (None, false);
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
-            if name.eq_ignore_ascii_case("content-length") {
-                len = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.trim().eq_ignore_ascii_case("chunked");
-            }
-        }
-        let mut out = Vec::new();
-        if chunked {
-            loop {
-                let line = self.until(b"\r\n");
-                let size = std::str::from_utf8(&line).ok().and_then(|l| l.split(';').next());
-                let size = size.and_then(|s| usize::from_str_radix(s.trim(), 16).ok()).expect("a chunk size");
-                if size == 0 {
-                    while !self.until(b"\r\n").is_empty() {} // trailers
-                    break;
-                }
-                self.take(size, &mut out);
-                assert!(self.until(b"\r\n").is_empty(), "a chunk ends with CRLF");
-            }
-        } else {
-            let len = len.expect("a Content-Length or chunked encoding");
-            out.reserve_exact(len);
-            self.take(len, &mut out);
-        }
-        (status, out)
-    }
-
     /// One request and its response; answers when the request was sent.
     fn post(&mut self, body: &[u8]) -> (Instant, u16, Vec<u8>) {
-        let req = self.request("/jsonrpc", body);
+        let req = self.request("/jsonrpc", JSON, body);
         let sent = self.send_raw(&req);
-        let (status, body) = self.receive();
+        let Received { status, body, .. } = self.receive();
         (sent, status, body)
     }
 
@@ -337,75 +226,13 @@ fn json_call(method: &str, params: &[Value]) -> Vec<u8> {
     jsonrpc::write_call(method, params, jsonrpc::Version::V2, serde_json::json!(1))
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The daemon under test.
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
 impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("xapi-bench-events-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("a temporary data dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--http")
-            .arg(addr.to_string())
-            .arg("--socket")
-            .arg(dir.path().join("xapi"))
-            .env("XAPI_ROOT_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting xapi-server");
-        let mut d = Daemon { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("xapi-server exited ({status}) before listening:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "xapi-server did not listen on {addr} within 60 s:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
     fn rss_kb(&self) -> u64 {
         rss_kb(self.pid()).expect("the daemon's VmRSS")
-    }
-}
-
-impl Drop for Daemon {
-    /// SIGTERM to the daemon we started (by its PID), SIGKILL if it has not stopped within 10 s.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -457,74 +284,6 @@ fn ensure_open_files(need: u64) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Setting up.
-
-fn s(v: impl Into<String>) -> Value {
-    Value::Str(v.into())
-}
-
-fn map(pairs: &[(&str, &str)]) -> Value {
-    Value::Struct(pairs.iter().map(|(k, v)| (k.to_string(), s(*v))).collect())
-}
-
-/// A VM as a client creating one from a template would send it (the record of `rpc.rs`): memory, vCPUs, actions,
-/// HVM boot, platform flags, the template's recommendations, three `other_config` keys and two tags.
-fn vm_record(i: usize) -> Value {
-    let fields = vec![
-        ("name_label", s(format!("vm-{i}"))),
-        ("name_description", s(format!("benchmark VM number {i}"))),
-        ("user_version", s("1")),
-        ("is_a_template", Value::Bool(false)),
-        ("affinity", s("OpaqueRef:NULL")),
-        ("memory_static_max", s("2147483648")),
-        ("memory_dynamic_max", s("2147483648")),
-        ("memory_dynamic_min", s("1073741824")),
-        ("memory_static_min", s("536870912")),
-        ("VCPUs_params", map(&[("weight", "256")])),
-        ("VCPUs_max", s("2")),
-        ("VCPUs_at_startup", s("2")),
-        ("actions_after_shutdown", s("destroy")),
-        ("actions_after_reboot", s("restart")),
-        ("actions_after_crash", s("restart")),
-        ("PV_bootloader", s("")),
-        ("PV_kernel", s("")),
-        ("PV_ramdisk", s("")),
-        ("PV_args", s("")),
-        ("PV_bootloader_args", s("")),
-        ("PV_legacy_args", s("")),
-        ("HVM_boot_policy", s("BIOS order")),
-        ("HVM_boot_params", map(&[("order", "cdn"), ("firmware", "bios")])),
-        (
-            "platform",
-            map(&[
-                ("acpi", "1"),
-                ("apic", "true"),
-                ("pae", "true"),
-                ("nx", "true"),
-                ("viridian", "false"),
-                ("device-model", "qemu-upstream-compat"),
-            ]),
-        ),
-        ("PCI_bus", s("")),
-        (
-            "other_config",
-            Value::Struct(vec![
-                ("owner".into(), s("bench")),
-                ("folder".into(), s(format!("/bench/folder-{}", i % 16))),
-                ("base_template_name".into(), s("Debian Bookworm 12")),
-            ]),
-        ),
-        (
-            "recommendations",
-            s("<restrictions><restriction field=\"memory-static-max\" max=\"137438953472\"/>\
-               <restriction field=\"vcpus-max\" max=\"32\"/></restrictions>"),
-        ),
-        ("ha_always_run", Value::Bool(false)),
-        ("ha_restart_priority", s("")),
-        ("tags", Value::Array(vec![s("bench"), s(format!("group-{}", i % 7))])),
-        ("domain_type", s("hvm")),
-    ];
-    Value::Struct(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-}
 
 /// Creates `n` VMs over `conns` connections; their refs, in creation order.
 fn populate(addr: SocketAddr, session: &str, n: usize, conns: usize) -> Vec<String> {
@@ -658,12 +417,12 @@ fn watcher(set: &Setup, classes: Vec<Value>, mut token: String, ready: &AtomicUs
     loop {
         let req =
             json_call("event.from", &[s(set.session), Value::Array(classes.clone()), s(&token), Value::Float(30.0)]);
-        let req = conn.request("/jsonrpc", &req);
+        let req = conn.request("/jsonrpc", JSON, &req);
         conn.send_raw(&req);
         if log.calls == 0 {
             ready.fetch_add(1, Ordering::SeqCst);
         }
-        let (status, body) = conn.receive();
+        let Received { status, body, .. } = conn.receive();
         let rx = Instant::now();
         assert_eq!(status, 200, "event.from: {}", String::from_utf8_lossy(&body));
         let (next, events) = scan_batch(&body, |seq| log.got.push((seq, rx)));
@@ -772,7 +531,7 @@ fn run_phase(d: &Daemon, set: &Setup, plan: &Plan, spec: &PhaseSpec, tag: usize)
                 let mut c = Conn::open(set.addr);
                 let call =
                     json_call("event.from", &[s(set.session), Value::Array(vec![s("vm")]), s(""), Value::Float(30.0)]);
-                let one = c.request("/jsonrpc", &call);
+                let one = c.request("/jsonrpc", JSON, &call);
                 c.send_raw(&one.repeat(plan.pipelined));
                 c
             })
@@ -874,42 +633,8 @@ fn run_phase(d: &Daemon, set: &Setup, plan: &Plan, spec: &PhaseSpec, tag: usize)
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics and reporting.
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &[f64]) -> f64 {
-    percentile(v, 50.0)
-}
-
-/// The nearest-rank percentile (NaN of nothing).
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if p == 50.0 && v.len().is_multiple_of(2) {
-        return (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
-}
-
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn fmt_ms(v: f64) -> String {
@@ -924,13 +649,9 @@ struct Run {
     load: (String, String),
 }
 
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
 fn one_run(plan: &Plan, index: usize) -> Run {
     let load_before = load_avg();
-    let d = Daemon::start();
+    let d = Daemon::start("xapi-bench-events-");
     println!("run {index}: xapi-server pid {} on {} (data in {})", d.pid(), d.addr, d.dir.path().display());
     let mut control = Conn::open(d.addr);
     let session = control.call("session.login_with_password", &[s("root"), s(PASSWORD)]);
@@ -1102,50 +823,9 @@ fn figures(runs: &[Run], plan: &Plan) -> Vec<Figure> {
     out
 }
 
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cores} cores ({model}), {:.1} GiB RAM, Linux {}, {}",
-        mem_kb / 1024.0 / 1024.0,
-        kernel.trim(),
-        command_output("rustc", &["--version"])
-    )
-}
-
-/// Per run, ` / `-separated.
-fn per_run(v: &[f64], f: impl Fn(f64) -> String) -> String {
-    v.iter().map(|&x| f(x)).collect::<Vec<_>>().join(" / ")
-}
-
 fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
     let figs = figures(runs, plan);
     let mut md = String::new();
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
-    let dirty = if dirty.is_empty() { "" } else { " (working tree has uncommitted changes)" };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let w = &mut md;
     let _ = writeln!(w, "## Events: delivery latency and memory\n");
@@ -1157,15 +837,7 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
     );
-    let _ = writeln!(w, "- **Date:** {}", command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let _ = writeln!(w, "- **Commit:** `{commit}`{dirty}");
-    let _ = writeln!(w, "- **Machine:** {}", machine());
-    let _ = writeln!(w, "- **Daemon:** `{}` (bench profile = release, `debug = 1`)", env!("CARGO_BIN_EXE_xapi-server"));
-    let _ = writeln!(
-        w,
-        "- **Load average (1/5/15 min) before / after each run:** {}",
-        runs.iter().map(|r| format!("{} → {}", r.load.0, r.load.1)).collect::<Vec<_>>().join("; ")
-    );
+    write_facts(w, runs.iter().map(|r| &r.load));
 
     let _ = writeln!(w, "\n### Summary\n");
     let _ = writeln!(
@@ -1187,28 +859,20 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
         fmt_secs(plan.warm_up),
         runs.len()
     );
-    let _ = writeln!(w, "| figure | ours | per run | baseline | ours/baseline | target | result |");
-    let _ = writeln!(w, "|---|---:|---|---:|---:|---|---|");
-    for f in &figs {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} ({}) | {} | {} | {} |",
-            f.name,
-            f.fmt(median(&f.ours)),
-            per_run(&f.ours, |x| f.fmt(x)),
-            f.fmt(median(&f.base)),
-            f.base_name,
-            f.ratio(),
-            f.target_text(),
-            f.verdict()
-        );
-    }
-    let misses: Vec<&str> = figs.iter().filter(|f| f.verdict() == "**MISS**").map(|f| f.name.as_str()).collect();
-    let _ = writeln!(
-        w,
-        "\n{}",
-        if misses.is_empty() { "All targets met.".to_string() } else { format!("**Missed:** {}.", misses.join("; ")) }
-    );
+    let rows: Vec<SummaryRow> = figs
+        .iter()
+        .map(|f| SummaryRow {
+            name: &f.name,
+            ours: f.fmt(median(&f.ours)),
+            per_run: per_run(&f.ours, |x| f.fmt(x)),
+            base: f.fmt(median(&f.base)),
+            base_name: f.base_name,
+            ratio: f.ratio(),
+            target: f.target_text(),
+            verdict: f.verdict(),
+        })
+        .collect();
+    write_summary(w, &rows);
 
     let _ = writeln!(w, "\n### By phase\n");
     let _ = writeln!(
@@ -1355,24 +1019,6 @@ fn fmt_secs(d: Duration) -> String {
     if s.fract() == 0.0 { format!("{s:.0} s") } else { format!("{s:.1} s") }
 }
 
-/// Replaces this bench's section of `path` (between `<!-- NAME:begin -->` and `<!-- NAME:end -->`) with `md`,
-/// keeping everything else; appends the section if the file has none.
-fn write_section(path: &Path, name: &str, md: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
-    let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if b < e => {
-            let rest = old[e + end.len()..].trim_start_matches('\n');
-            format!("{}{section}{}{rest}", &old[..b], if rest.is_empty() { "" } else { "\n" })
-        }
-        _ if old.trim().is_empty() => section,
-        _ => format!("{}\n\n{section}", old.trim_end()),
-    };
-    std::fs::create_dir_all(path.parent().expect("docs/")).expect("docs/");
-    std::fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
 fn main() {
     let plan = Plan::from_args();
     let most = plan.phases.iter().map(|p| p.watchers + p.stalled).max().unwrap_or(0);
@@ -1383,7 +1029,7 @@ fn main() {
     println!("\n{md}");
     if plan.write_doc {
         let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"));
-        write_section(&path, "events", &md);
+        write_section(&path, "events", &md, NewSection::Last);
         println!("wrote the events section of {}", path.display());
     }
     println!("total {:.0} s", started.elapsed().as_secs_f64());

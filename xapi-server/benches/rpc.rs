@@ -17,20 +17,22 @@
 //!
 //! The client is a minimal HTTP/1.1 keep-alive client over `std::net::TcpStream` (one `write` per request, Nagle
 //! off, the body read exactly by its `Content-Length` or chunked framing), so that as little client work as
-//! possible is counted.
+//! possible is counted. It, the daemon's start and stop, the VM record, the statistics and the writing of the docs
+//! section are shared with `events.rs`, in `common/mod.rs`.
 //!
 //! The figures of every run, their medians and the verdict against the issue's targets are printed and written
 //! to this bench's section of `docs/benchmarks.md` (between `<!-- rpc:begin -->` and `<!-- rpc:end -->`; other
 //! benches' sections are kept). The bench reports; it does not fail when a target is missed. Run without `--bench`
 //! (as `cargo test --benches` does) it makes one quick smoke run over a few VMs and writes nothing.
 
+mod common;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -42,10 +44,12 @@ use axum::response::Response;
 use xapi_types::Value;
 use xapi_types::wire::{Sink, jsonrpc, xmlrpc};
 
-const PASSWORD: &str = "bench-root-password";
+use common::{
+    Conn, Daemon, JSON, MB, NewSection, PASSWORD, Received, SummaryRow, common_arg, load_avg, median, ms, per_run, s,
+    thousands, vm_record, write_facts, write_section, write_summary,
+};
+
 const XML: &str = "text/xml";
-const JSON: &str = "application/json";
-const MB: f64 = 1_000_000.0;
 
 /// What one invocation does.
 struct Plan {
@@ -100,11 +104,8 @@ impl Plan {
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            match a.as_str() {
-                "--bench" => {}
-                "--runs" => plan.runs = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).expect("--runs N"),
-                "--no-write" => plan.write_doc = false,
-                other => eprintln!("ignoring argument {other:?}"),
+            if !common_arg(a, &mut it, &mut plan.runs, &mut plan.write_doc) {
+                eprintln!("ignoring argument {a:?}");
             }
         }
         plan
@@ -112,15 +113,7 @@ impl Plan {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// A minimal keep-alive HTTP/1.1 client.
-
-struct Conn {
-    stream: TcpStream,
-    host: String,
-    /// Bytes read; those before `pos` are consumed.
-    buf: Vec<u8>,
-    pos: usize,
-}
+// The client (`common::Conn`, timed) and the daemon under test (`common::Daemon`, with its memory and store).
 
 struct Reply {
     status: u16,
@@ -134,107 +127,13 @@ struct Reply {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream.set_read_timeout(Some(Duration::from_secs(120))).expect("read timeout");
-        Conn { stream, host: addr.to_string(), buf: Vec::with_capacity(16 << 10), pos: 0 }
-    }
-
-    /// Reads what the socket has (at least one byte) after the unconsumed bytes.
-    fn fill(&mut self) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + (16 << 10), 0);
-        let n = self.stream.read(&mut self.buf[len..]).expect("reading the response");
-        self.buf.truncate(len + n);
-        assert!(n > 0, "the server closed the connection");
-    }
-
-    /// Consumes bytes up to and including the next `delim`; returns them without it.
-    fn until(&mut self, delim: &[u8]) -> Vec<u8> {
-        let mut from = self.pos;
-        loop {
-            if let Some(i) = self.buf[from..].windows(delim.len()).position(|w| w == delim) {
-                let end = from + i;
-                let out = self.buf[self.pos..end].to_vec();
-                self.pos = end + delim.len();
-                return out;
-            }
-            from = self.buf.len().saturating_sub(delim.len() - 1).max(self.pos);
-            let consumed = self.pos;
-            self.fill();
-            from -= consumed;
-        }
-    }
-
-    /// Appends the next `n` bytes to `out`, reading straight into it what is not buffered yet.
-    fn take(&mut self, n: usize, out: &mut Vec<u8>) {
-        let have = n.min(self.buf.len() - self.pos);
-        out.extend_from_slice(&self.buf[self.pos..self.pos + have]);
-        self.pos += have;
-        if have < n {
-            let want = out.len() + (n - have);
-            out.reserve(n - have);
-            (&mut self.stream).take((n - have) as u64).read_to_end(out).expect("reading the body");
-            assert_eq!(out.len(), want, "the body was cut short");
-        }
-    }
-
     fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        let mut req = Vec::with_capacity(body.len() + 160);
-        write!(
-            req,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        )
-        .expect("writing to a Vec");
-        req.extend_from_slice(body);
-        let start = Instant::now();
-        self.stream.write_all(&req).expect("sending the request");
-        if self.pos == self.buf.len() {
-            self.fill();
-        }
+        let req = self.request(path, content_type, body);
+        let start = self.send_raw(&req);
+        self.first_byte();
         let first_byte = start.elapsed();
-        let head = self.until(b"\r\n\r\n");
-        let head = String::from_utf8(head).expect("an ASCII response head");
-        let mut lines = head.split("\r\n");
-        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status");
-        let (mut len, mut chunked) = (None, false);
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
-            if name.eq_ignore_ascii_case("content-length") {
-                len = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.trim().eq_ignore_ascii_case("chunked");
-            }
-        }
-        let mut out = Vec::new();
-        let chunks = if chunked {
-            let mut sizes = Vec::new();
-            loop {
-                let line = self.until(b"\r\n");
-                let size = std::str::from_utf8(&line).ok().and_then(|l| l.split(';').next());
-                let size = size.and_then(|s| usize::from_str_radix(s.trim(), 16).ok()).expect("a chunk size");
-                if size == 0 {
-                    while !self.until(b"\r\n").is_empty() {} // trailers
-                    break Some(sizes);
-                }
-                self.take(size, &mut out);
-                assert!(self.until(b"\r\n").is_empty(), "a chunk ends with CRLF");
-                sizes.push(size);
-            }
-        } else {
-            let len = len.expect("a Content-Length or chunked encoding");
-            out.reserve_exact(len);
-            self.take(len, &mut out);
-            None
-        };
-        Reply { status, body: out, chunks, first_byte, total: start.elapsed() }
+        let Received { status, body, chunks } = self.receive();
+        Reply { status, body, chunks, first_byte, total: start.elapsed() }
     }
 
     /// One XML-RPC call that must succeed.
@@ -248,15 +147,6 @@ impl Conn {
     }
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// The daemon under test.
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Mem {
     rss_kb: u64,
@@ -264,44 +154,6 @@ struct Mem {
 }
 
 impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("xapi-bench-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("a temporary data dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--http")
-            .arg(addr.to_string())
-            .arg("--socket")
-            .arg(dir.path().join("xapi"))
-            .env("XAPI_ROOT_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting xapi-server");
-        let mut d = Daemon { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("xapi-server exited ({status}) before listening:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "xapi-server did not listen on {addr} within 60 s:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
     fn mem(&self) -> Mem {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc/PID/status");
         let field = |name: &str| {
@@ -321,21 +173,6 @@ impl Daemon {
             .filter_map(|f| std::fs::metadata(self.dir.path().join("data").join(f)).ok())
             .map(|m| m.len())
             .sum()
-    }
-}
-
-impl Drop for Daemon {
-    /// SIGTERM to the daemon we started (by its PID), SIGKILL if it has not stopped within 10 s.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -402,74 +239,6 @@ async fn canned_answer(State(canned): State<Canned>, uri: Uri, _body: Bytes) -> 
 
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements.
-
-fn s(v: impl Into<String>) -> Value {
-    Value::Str(v.into())
-}
-
-fn map(pairs: &[(&str, &str)]) -> Value {
-    Value::Struct(pairs.iter().map(|(k, v)| (k.to_string(), s(*v))).collect())
-}
-
-/// A VM as a client creating one from a template would send it: memory, vCPUs, actions, HVM boot, platform flags,
-/// the template's recommendations (XML, so escaped on the wire), three `other_config` keys and two tags.
-fn vm_record(i: usize) -> Value {
-    let fields = vec![
-        ("name_label", s(format!("vm-{i}"))),
-        ("name_description", s(format!("benchmark VM number {i}"))),
-        ("user_version", s("1")),
-        ("is_a_template", Value::Bool(false)),
-        ("affinity", s("OpaqueRef:NULL")),
-        ("memory_static_max", s("2147483648")),
-        ("memory_dynamic_max", s("2147483648")),
-        ("memory_dynamic_min", s("1073741824")),
-        ("memory_static_min", s("536870912")),
-        ("VCPUs_params", map(&[("weight", "256")])),
-        ("VCPUs_max", s("2")),
-        ("VCPUs_at_startup", s("2")),
-        ("actions_after_shutdown", s("destroy")),
-        ("actions_after_reboot", s("restart")),
-        ("actions_after_crash", s("restart")),
-        ("PV_bootloader", s("")),
-        ("PV_kernel", s("")),
-        ("PV_ramdisk", s("")),
-        ("PV_args", s("")),
-        ("PV_bootloader_args", s("")),
-        ("PV_legacy_args", s("")),
-        ("HVM_boot_policy", s("BIOS order")),
-        ("HVM_boot_params", map(&[("order", "cdn"), ("firmware", "bios")])),
-        (
-            "platform",
-            map(&[
-                ("acpi", "1"),
-                ("apic", "true"),
-                ("pae", "true"),
-                ("nx", "true"),
-                ("viridian", "false"),
-                ("device-model", "qemu-upstream-compat"),
-            ]),
-        ),
-        ("PCI_bus", s("")),
-        (
-            "other_config",
-            Value::Struct(vec![
-                ("owner".into(), s("bench")),
-                ("folder".into(), s(format!("/bench/folder-{}", i % 16))),
-                ("base_template_name".into(), s("Debian Bookworm 12")),
-            ]),
-        ),
-        (
-            "recommendations",
-            s("<restrictions><restriction field=\"memory-static-max\" max=\"137438953472\"/>\
-               <restriction field=\"vcpus-max\" max=\"32\"/></restrictions>"),
-        ),
-        ("ha_always_run", Value::Bool(false)),
-        ("ha_restart_priority", s("")),
-        ("tags", Value::Array(vec![s("bench"), s(format!("group-{}", i % 7))])),
-        ("domain_type", s("hvm")),
-    ];
-    Value::Struct(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-}
 
 /// Creates VMs `from..to` over `conns` concurrent XML-RPC connections; their refs and the wall time.
 fn populate(addr: SocketAddr, session: &str, from: usize, to: usize, conns: usize) -> (Vec<String>, Duration) {
@@ -545,19 +314,6 @@ fn rate(addr: SocketAddr, path: &str, req: &[u8], conns: usize, plan: &Plan, exp
     total as f64 / plan.window.as_secs_f64()
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
@@ -567,10 +323,6 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 fn stalls(v: &[f64]) -> usize {
     let (lo, _) = min_max(v);
     v.iter().filter(|&&x| x - lo >= 35.0).count()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// One store size and protocol of `get_all_records`.
@@ -716,13 +468,9 @@ struct Run {
     load: (String, String),
 }
 
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
 fn one_run(plan: &Plan, base: &Baseline, index: usize) -> Run {
     let load_before = load_avg();
-    let d = Daemon::start();
+    let d = Daemon::start("xapi-bench-");
     println!("run {index}: xapi-server pid {} on {} (data in {})", d.child.id(), d.addr, d.dir.path().display());
     let mut mem = vec![("after start".to_string(), d.mem())];
     let fsync_per_s = fsync_rate(d.dir.path(), plan.fsync_window);
@@ -840,18 +588,6 @@ impl Unit {
     }
 }
 
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// One row of the summary: a figure from every run.
 struct Figure {
     name: String,
@@ -963,49 +699,9 @@ fn figures(runs: &[Run], plan: &Plan) -> Vec<Figure> {
     out
 }
 
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cores} cores ({model}), {:.1} GiB RAM, Linux {}, {}",
-        mem_kb / 1024.0 / 1024.0,
-        kernel.trim(),
-        command_output("rustc", &["--version"])
-    )
-}
-
-fn per_run(unit: Unit, v: &[f64]) -> String {
-    v.iter().map(|&x| unit.fmt(x)).collect::<Vec<_>>().join(" / ")
-}
-
 fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
     let figs = figures(runs, plan);
     let mut md = String::new();
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
-    let dirty = if dirty.is_empty() { "" } else { " (working tree has uncommitted changes)" };
     let w = &mut md;
     let _ = writeln!(w, "# Benchmarks\n");
     let _ = writeln!(
@@ -1016,15 +712,7 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
     );
-    let _ = writeln!(w, "- **Date:** {}", command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let _ = writeln!(w, "- **Commit:** `{commit}`{dirty}");
-    let _ = writeln!(w, "- **Machine:** {}", machine());
-    let _ = writeln!(w, "- **Daemon:** `{}` (bench profile = release, `debug = 1`)", env!("CARGO_BIN_EXE_xapi-server"));
-    let _ = writeln!(
-        w,
-        "- **Load average (1/5/15 min) before / after each run:** {}",
-        runs.iter().map(|r| format!("{} → {}", r.load.0, r.load.1)).collect::<Vec<_>>().join("; ")
-    );
+    write_facts(w, runs.iter().map(|r| &r.load));
     let _ = writeln!(w, "\n## Summary\n");
     let _ = writeln!(
         w,
@@ -1033,28 +721,20 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
          for times and memory it is how many times the baseline it takes.\n",
         runs.len()
     );
-    let _ = writeln!(w, "| figure | ours | per run | baseline | ours/baseline | target | result |");
-    let _ = writeln!(w, "|---|---:|---|---:|---:|---|---|");
-    for f in &figs {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {} | {} ({}) | {:.2}× | {} | {} |",
-            f.name,
-            f.unit.fmt(median(&f.ours)),
-            per_run(f.unit, &f.ours),
-            f.unit.fmt(median(&f.base)),
-            f.base_name,
-            f.ratio(),
-            f.target_text(),
-            f.verdict()
-        );
-    }
-    let misses: Vec<&str> = figs.iter().filter(|f| f.verdict() == "**MISS**").map(|f| f.name.as_str()).collect();
-    let _ = writeln!(
-        w,
-        "\n{}",
-        if misses.is_empty() { "All targets met.".to_string() } else { format!("**Missed:** {}.", misses.join("; ")) }
-    );
+    let rows: Vec<SummaryRow> = figs
+        .iter()
+        .map(|f| SummaryRow {
+            name: &f.name,
+            ours: f.unit.fmt(median(&f.ours)),
+            per_run: per_run(&f.ours, |x| f.unit.fmt(x)),
+            base: f.unit.fmt(median(&f.base)),
+            base_name: f.base_name,
+            ratio: format!("{:.2}×", f.ratio()),
+            target: f.target_text(),
+            verdict: f.verdict(),
+        })
+        .collect();
+    write_summary(w, &rows);
 
     let _ = writeln!(w, "\n## `VM.get_all_records` in detail\n");
     let _ = writeln!(
@@ -1132,7 +812,7 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
             thousands(b as f64),
             median(&secs),
             Unit::PerSecond.fmt(median(&rates)),
-            per_run(Unit::PerSecond, &rates)
+            per_run(&rates, |x| Unit::PerSecond.fmt(x))
         );
     }
     let fsync: Vec<f64> = runs.iter().map(|r| r.fsync_per_s).collect();
@@ -1140,7 +820,7 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
         w,
         "\nfdatasync baseline: {} ({}).",
         Unit::PerSecond.fmt(median(&fsync)),
-        per_run(Unit::PerSecond, &fsync)
+        per_run(&fsync, |x| Unit::PerSecond.fmt(x))
     );
 
     let _ = writeln!(w, "\n## Daemon memory by phase\n");
@@ -1164,7 +844,7 @@ fn report(runs: &[Run], plan: &Plan, took: Duration) -> String {
         "\nOne `session.login_with_password` (argon2id) and `logout`, {} at a time: {:.0} ms ({}).",
         plan.logins.0,
         median(&runs.iter().map(|r| r.login_ms).collect::<Vec<_>>()),
-        per_run(Unit::Millis, &runs.iter().map(|r| r.login_ms).collect::<Vec<_>>())
+        per_run(&runs.iter().map(|r| r.login_ms).collect::<Vec<_>>(), |x| Unit::Millis.fmt(x))
     );
 
     let _ = writeln!(w, "\n## Method\n");
@@ -1203,26 +883,8 @@ fn main() {
     println!("\n{md}");
     if plan.write_doc {
         let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks.md"));
-        write_section(&path, "rpc", &md);
+        write_section(&path, "rpc", &md, NewSection::First);
         println!("wrote the rpc section of {}", path.display());
     }
     println!("total {:.0} s", started.elapsed().as_secs_f64());
-}
-
-/// Replaces this bench's section of `path` (between `<!-- NAME:begin -->` and `<!-- NAME:end -->`) with `md`,
-/// keeping everything else (other benches write their own sections); puts the section first if the file has none.
-fn write_section(path: &Path, name: &str, md: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
-    let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if b < e => {
-            let rest = old[e + end.len()..].trim_start_matches('\n');
-            format!("{}{section}{}{rest}", &old[..b], if rest.is_empty() { "" } else { "\n" })
-        }
-        _ if old.trim().is_empty() => section,
-        _ => format!("{section}\n{}", old.trim_start()),
-    };
-    std::fs::create_dir_all(path.parent().expect("docs/")).expect("docs/");
-    std::fs::write(path, new).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }

@@ -67,15 +67,6 @@ pub fn read() -> Result<HostFacts, FactsError> {
     })
 }
 
-/// Current `MemTotal` and `MemAvailable`, in bytes.
-pub fn memory() -> Result<(i64, i64), FactsError> {
-    let meminfo = read_file("/proc/meminfo")?;
-    let get = |key| {
-        meminfo_kib(&meminfo, key).map(|k| k * 1024).ok_or(FactsError::Missing { path: "/proc/meminfo", what: key })
-    };
-    Ok((get("MemTotal")?, get("MemAvailable")?))
-}
-
 fn read_file(path: &'static str) -> Result<String, FactsError> {
     fs::read_to_string(path).map_err(|source| FactsError::Read { path, source })
 }

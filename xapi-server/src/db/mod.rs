@@ -255,22 +255,6 @@ impl Store {
         Ok((out, mem.generation))
     }
 
-    /// A private key-value setting kept beside the objects (not a XenAPI object).
-    pub fn meta(&self, key: &str) -> Result<Option<String>, DbError> {
-        let conn = self.lock_sql();
-        Ok(conn.query_row("SELECT value FROM \"_meta\" WHERE key = ?1", [key], |r| r.get(0)).optional()?)
-    }
-
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), DbError> {
-        let conn = self.lock_sql();
-        conn.execute(
-            "INSERT INTO \"_meta\"(key, value) VALUES (?1, ?2) \
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [key, value],
-        )?;
-        Ok(())
-    }
-
     /// The password hash of a local user.
     pub fn password_hash(&self, user: &str) -> Result<Option<String>, DbError> {
         let conn = self.lock_sql();

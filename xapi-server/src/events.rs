@@ -97,19 +97,38 @@ fn matching(state: &State, subs: &[Sub], since: i64) -> Result<(Vec<Changed>, i6
     Ok((changes, generation))
 }
 
-/// Waits until the store moves past `generation`, the session dies, or `deadline` (or the daemon stops); `false`
-/// at the deadline.
-async fn wait(state: &State, session: &Ref, generation: i64, deadline: Instant) -> Result<bool, ApiError> {
-    let mut rx = state.store.subscribe();
+/// Watching more classes than this watches the whole store instead of each class.
+const MAX_CLASS_WATCHES: usize = 8;
+
+/// Waits until a subscribed class changes after `generation`, the session dies, or `deadline` (or the daemon
+/// stops); `false` at the deadline. A watcher of a few classes is woken only by changes to those (and to
+/// sessions, to notice its own end).
+async fn wait(
+    state: &State,
+    session: &Ref,
+    subs: &[Sub],
+    generation: i64,
+    deadline: Instant,
+) -> Result<bool, ApiError> {
+    let mut classes: Vec<&'static Class> = subs.iter().map(|s| s.class).collect();
+    classes.push(model::class("session").expect("session class"));
+    classes.sort_by_key(|c| c.name);
+    classes.dedup_by(|a, b| std::ptr::eq(*a, *b));
+    let mut rxs: Vec<tokio::sync::watch::Receiver<i64>> = if classes.len() > MAX_CLASS_WATCHES {
+        vec![state.store.subscribe()]
+    } else {
+        classes.iter().map(|c| state.store.subscribe_class(c)).collect()
+    };
     let timeout = tokio::time::sleep_until(deadline.into());
     tokio::pin!(timeout);
     loop {
         state.check_session_alive(session)?;
-        if *rx.borrow_and_update() > generation {
+        if rxs.iter_mut().any(|rx| *rx.borrow_and_update() > generation) {
             return Ok(true);
         }
+        let any_changed = futures_util::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
         tokio::select! {
-            changed = rx.changed() => {
+            (changed, _, _) = any_changed => {
                 if changed.is_err() {
                     return Ok(false);
                 }
@@ -148,7 +167,7 @@ pub async fn from(
         }
         // Nothing matched up to `generation`: look only at later changes next time round.
         since = generation;
-        if !wait(state, session, generation, deadline).await? {
+        if !wait(state, session, &subs, generation, deadline).await? {
             let (events, generation) = matching(state, &subs, since)?;
             return Ok(batch(state, events, generation));
         }
@@ -234,7 +253,7 @@ impl Registrations {
                 }
                 return Ok(events);
             }
-            if !wait(state, session, generation, Instant::now() + MAX_TIMEOUT).await? {
+            if !wait(state, session, &subs, generation, Instant::now() + MAX_TIMEOUT).await? {
                 return Ok(Vec::new()); // the daemon is stopping (or a day passed): the client asks again
             }
         }

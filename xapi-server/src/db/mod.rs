@@ -118,6 +118,9 @@ pub struct Store {
     sql: Mutex<Connection>,
     /// The current generation, for watchers (`event.from`).
     changed: tokio::sync::watch::Sender<i64>,
+    /// Per class (indexed like `model::classes()`): the generation of its last change, so that a watcher of a few
+    /// classes wakes only for those.
+    class_changed: Vec<tokio::sync::watch::Sender<i64>>,
     /// Deletions kept beyond this count are pruned, oldest first.
     tombstone_limit: AtomicUsize,
 }
@@ -159,6 +162,7 @@ impl Store {
             mem: RwLock::new(mem),
             sql: Mutex::new(conn),
             changed,
+            class_changed: model::classes().iter().map(|_| tokio::sync::watch::Sender::new(0)).collect(),
             tombstone_limit: AtomicUsize::new(DEFAULT_TOMBSTONE_LIMIT),
         })
     }
@@ -173,6 +177,11 @@ impl Store {
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
         self.changed.subscribe()
+    }
+
+    /// The generation of the last change to `class`, as it moves.
+    pub fn subscribe_class(&self, class: &'static Class) -> tokio::sync::watch::Receiver<i64> {
+        self.class_changed[class_index(class)].subscribe()
     }
 
     pub fn get(&self, class: &'static Class, r: &str) -> Result<Arc<Row>, DbError> {
@@ -293,6 +302,8 @@ impl Store {
         let generation = self.generation() + 1;
         let prune_through = self.prune_point(changes.values().filter(|c| matches!(c, Change::Delete)).count());
         let (published, tombstones) = commit(&mut conn, generation, &changes, self, prune_through)?;
+        let mut touched: Vec<usize> = published.iter().map(|((ci, _), _)| *ci).collect();
+        touched.dedup();
         {
             let mut mem = self.mem.write().unwrap_or_else(|e| e.into_inner());
             for ((ci, r), row) in published {
@@ -321,6 +332,9 @@ impl Store {
                 mem.pruned_through = through;
             }
             mem.generation = generation;
+        }
+        for ci in touched {
+            self.class_changed[ci].send_replace(generation);
         }
         self.changed.send_replace(generation);
         Ok(out)

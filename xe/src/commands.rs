@@ -1,5 +1,6 @@
 //! The generic commands every class with `get_all_records` has: `<class>-list`, `-param-list`, `-param-get`,
-//! `-param-set`. Fields, markers and setters all come from the datamodel.
+//! `-param-set`, `-param-add`, `-param-remove`, `-param-clear`. Fields, markers, setters, adders and removers all
+//! come from the datamodel (`MsgKind`). Objects are chosen by xe's selectors ([`select`]).
 
 use xapi_types::Value;
 use xapi_types::model::{Class, MsgKind, Ty};
@@ -15,16 +16,23 @@ pub enum Op {
     ParamList,
     ParamGet,
     ParamSet,
+    ParamAdd,
+    ParamRemove,
+    ParamClear,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::List, Op::ParamList, Op::ParamGet, Op::ParamSet];
+    pub const ALL: [Op; 7] =
+        [Op::List, Op::ParamList, Op::ParamGet, Op::ParamSet, Op::ParamAdd, Op::ParamRemove, Op::ParamClear];
 
     /// Longest first, so that `vm-param-list` is not taken for `<vm-param>-list`.
-    const BY_SUFFIX: [(&'static str, Op); 4] = [
+    const BY_SUFFIX: [(&'static str, Op); 7] = [
+        ("-param-remove", Op::ParamRemove),
+        ("-param-clear", Op::ParamClear),
         ("-param-list", Op::ParamList),
         ("-param-get", Op::ParamGet),
         ("-param-set", Op::ParamSet),
+        ("-param-add", Op::ParamAdd),
         ("-list", Op::List),
     ];
 
@@ -34,6 +42,9 @@ impl Op {
             Op::ParamList => "-param-list",
             Op::ParamGet => "-param-get",
             Op::ParamSet => "-param-set",
+            Op::ParamAdd => "-param-add",
+            Op::ParamRemove => "-param-remove",
+            Op::ParamClear => "-param-clear",
         }
     }
 }
@@ -60,6 +71,10 @@ pub fn all_commands() -> Vec<String> {
 pub struct Args {
     pub params: Vec<(String, String)>,
     pub minimal: bool,
+    /// `--multiple`: a selector may choose more than one object.
+    pub multiple: bool,
+    /// `--force`.
+    pub force: bool,
 }
 
 impl Args {
@@ -67,8 +82,13 @@ impl Args {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    fn require(&self, name: &str) -> Result<&str, XeError> {
+    pub fn require(&self, name: &str) -> Result<&str, XeError> {
         self.get(name).ok_or_else(|| XeError::Usage(format!("Required parameter not found: {name}")))
+    }
+
+    /// The parameters other than those named in `except`.
+    pub fn other(&self, except: &[&str]) -> Vec<(String, String)> {
+        self.params.iter().filter(|(k, _)| !except.contains(&k.as_str())).cloned().collect()
     }
 }
 
@@ -76,13 +96,95 @@ pub fn run(client: &mut Client, class: &'static Class, op: Op, args: &Args) -> R
     match op {
         Op::List => list(client, class, args),
         Op::ParamList => {
-            let (_, record) = by_uuid(client, class, args.require("uuid")?)?;
+            let (_, record) = select_one(client, class, args)?;
             let all: Vec<usize> = (0..class.fields.len()).collect();
             Ok(format::block(&format::rows(class, &record, &all, client)))
         }
         Op::ParamGet => param_get(client, class, args),
         Op::ParamSet => param_set(client, class, args),
+        Op::ParamAdd => param_add(client, class, args),
+        Op::ParamRemove => param_remove(client, class, args),
+        Op::ParamClear => param_clear(client, class, args),
     }
+}
+
+/// Every object of `class` as `(ref, record)`.
+fn all_records(client: &Client, class: &Class) -> Result<Vec<(String, Value)>, XeError> {
+    match client.call(&format!("{}.get_all_records", class.name), Vec::new())? {
+        Value::Struct(members) => Ok(members),
+        other => Err(XeError::Transport(format!("get_all_records returned {other:?}"))),
+    }
+}
+
+/// The objects xe's selectors choose: `uuid=`, `<class>=<name-label or uuid>` (`vm=web1`), and any
+/// `field=value` or `map:key=value` filter, all of which must hold.
+pub fn select(
+    client: &mut Client,
+    class: &'static Class,
+    selectors: &[(String, String)],
+) -> Result<Vec<(String, Value)>, XeError> {
+    let own = format::xe_class_name(class);
+    for (name, _) in selectors.iter().filter(|(k, _)| k != "uuid" && *k != own) {
+        field(class, name.split_once(':').map_or(name.as_str(), |(map, _)| map))?;
+    }
+    let mut objects = match selectors.iter().find(|(k, _)| k == "uuid") {
+        Some((_, uuid)) => vec![by_uuid(client, class, uuid)?],
+        None => all_records(client, class)?,
+    };
+    for (name, want) in selectors.iter().filter(|(k, _)| k != "uuid") {
+        let mut kept = Vec::with_capacity(objects.len());
+        for (r, record) in objects {
+            let keep = if *name == own && format::field_by_xe_name(class, name).is_none() {
+                ["uuid", "name_label"].iter().any(|f| record.get(f).and_then(Value::as_str) == Some(want))
+            } else {
+                matches(client, class, &record, name, want)?
+            };
+            if keep {
+                kept.push((r, record));
+            }
+        }
+        objects = kept;
+    }
+    Ok(objects)
+}
+
+/// [`select`] for an operation: no match is an error, and so are several without `--multiple`.
+pub fn select_for_op(
+    client: &mut Client,
+    class: &'static Class,
+    selectors: &[(String, String)],
+    multiple: bool,
+) -> Result<Vec<(String, Value)>, XeError> {
+    let objects = select(client, class, selectors)?;
+    check_count(class, objects.len(), multiple)?;
+    Ok(objects)
+}
+
+/// No match is an error, and so are several without `--multiple`.
+fn check_count(class: &Class, n: usize, multiple: bool) -> Result<(), XeError> {
+    match n {
+        0 => Err(XeError::Usage(format!("No matching {}s found", class.name))),
+        1 => Ok(()),
+        _ if multiple => Ok(()),
+        _ => Err(XeError::Usage("Multiple matches for this command; please use --multiple or another selector".into())),
+    }
+}
+
+/// The one object a `-param-…` command works on: `uuid=` or `<class>=<name-label or uuid>`.
+fn select_one(client: &mut Client, class: &'static Class, args: &Args) -> Result<(String, Value), XeError> {
+    let own = format::xe_class_name(class);
+    let selectors: Vec<(String, String)> =
+        args.params.iter().filter(|(k, _)| k == "uuid" || *k == own).cloned().collect();
+    if selectors.is_empty() {
+        return Err(XeError::Usage("Required parameter not found: uuid".into()));
+    }
+    let mut objects = select_for_op(client, class, &selectors, false)?;
+    Ok(objects.remove(0))
+}
+
+/// The parameters a `-param-…` command does not take as its own: neither selectors nor `param-…`.
+fn is_param_command_own(class: &Class, name: &str) -> bool {
+    name == "uuid" || name == format::xe_class_name(class) || name.starts_with("param-")
 }
 
 fn unknown_field(class: &Class, name: &str) -> XeError {
@@ -101,7 +203,7 @@ fn by_uuid(client: &Client, class: &Class, uuid: &str) -> Result<(String, Value)
 }
 
 /// Whether `record` passes a filter `name=value` or `map:key=value`, comparing xe string forms.
-fn matches(
+pub fn matches(
     client: &mut Client,
     class: &'static Class,
     record: &Value,
@@ -119,13 +221,7 @@ fn matches(
 }
 
 fn list(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
-    let records: Vec<Value> = match args.get("uuid") {
-        Some(uuid) => vec![by_uuid(client, class, uuid)?.1],
-        None => match client.call(&format!("{}.get_all_records", class.name), Vec::new())? {
-            Value::Struct(members) => members.into_iter().map(|(_, r)| r).collect(),
-            other => return Err(XeError::Transport(format!("get_all_records returned {other:?}"))),
-        },
-    };
+    let records: Vec<Value> = select(client, class, &args.other(&["params"]))?.into_iter().map(|(_, r)| r).collect();
     let selected: Vec<usize> = match args.get("params") {
         Some("all") => (0..class.fields.len()).collect(),
         Some(names) => names.split(',').map(|n| field(class, n.trim()).map(|(i, _)| i)).collect::<Result<_, _>>()?,
@@ -133,20 +229,9 @@ fn list(client: &mut Client, class: &'static Class, args: &Args) -> Result<Strin
             ["uuid", "name_label", "name_description"].iter().filter_map(|n| class.field(n)).map(|(i, _)| i).collect()
         }
     };
-    let filters: Vec<&(String, String)> = args.params.iter().filter(|(k, _)| k != "params" && k != "uuid").collect();
     let mut out = String::new();
     let mut firsts = Vec::new();
     for record in &records {
-        let mut keep = true;
-        for (name, want) in &filters {
-            if !matches(client, class, record, name, want)? {
-                keep = false;
-                break;
-            }
-        }
-        if !keep {
-            continue;
-        }
         let rows = format::rows(class, record, &selected, client);
         if args.minimal {
             firsts.push(rows.into_iter().next().map(|(_, v)| v).unwrap_or_default());
@@ -158,7 +243,7 @@ fn list(client: &mut Client, class: &'static Class, args: &Args) -> Result<Strin
 }
 
 fn param_get(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
-    let (_, record) = by_uuid(client, class, args.require("uuid")?)?;
+    let (_, record) = select_one(client, class, args)?;
     let name = args.require("param-name")?;
     let (_, f) = field(class, name)?;
     let v = record.get(f.name).cloned().unwrap_or(Value::Nil);
@@ -178,9 +263,10 @@ fn message_for(class: &Class, kind: MsgKind) -> Option<&'static str> {
 }
 
 fn param_set(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
-    let (r, _) = by_uuid(client, class, args.require("uuid")?)?;
+    let (r, _) = select_one(client, class, args)?;
     let r = Value::str(r);
-    for (name, value) in args.params.iter().filter(|(k, _)| k != "uuid") {
+    let own = format::xe_class_name(class);
+    for (name, value) in args.params.iter().filter(|(k, _)| k != "uuid" && *k != own) {
         if let Some((map, key)) = name.split_once(':') {
             let (i, f) = field(class, map)?;
             let i = i as u16;
@@ -205,8 +291,105 @@ fn param_set(client: &mut Client, class: &'static Class, args: &Args) -> Result<
     Ok(String::new())
 }
 
+fn not_a(what: &str, name: &str) -> XeError {
+    XeError::Usage(format!("Parameter '{name}' is not {what}."))
+}
+
+fn call_on(client: &Client, class: &Class, message: &str, params: Vec<Value>) -> Result<Value, XeError> {
+    client.call(&format!("{}.{message}", class.name), params)
+}
+
+/// `-param-add param-name=<set> param-key=<value>` or `param-name=<map> key=value…`.
+fn param_add(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
+    let (r, _) = select_one(client, class, args)?;
+    let r = Value::str(r);
+    let name = args.require("param-name")?;
+    let (i, f) = field(class, name)?;
+    match f.ty {
+        Ty::Map(_, vty) => {
+            let add = message_for(class, MsgKind::MapAdd(i as u16)).ok_or_else(|| not_a("a writable map", name))?;
+            let pairs: Vec<&(String, String)> =
+                args.params.iter().filter(|(k, _)| !is_param_command_own(class, k)).collect();
+            if pairs.is_empty() {
+                return Err(XeError::Usage("Required parameter not found: key=value pairs to add".into()));
+            }
+            for (key, value) in pairs {
+                let v = parse_value(client, vty, value)?;
+                call_on(client, class, add, vec![r.clone(), Value::str(key), v])?;
+            }
+        }
+        Ty::Set(ety) => {
+            let add = message_for(class, MsgKind::SetAdd(i as u16)).ok_or_else(|| not_a("a writable set", name))?;
+            let v = parse_value(client, ety, args.require("param-key")?)?;
+            call_on(client, class, add, vec![r, v])?;
+        }
+        _ => return Err(not_a("a set or a map", name)),
+    }
+    Ok(String::new())
+}
+
+/// `-param-remove param-name= param-key=`: a key from a map, or a member from a set.
+fn param_remove(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
+    let (r, _) = select_one(client, class, args)?;
+    let r = Value::str(r);
+    let name = args.require("param-name")?;
+    let key = args.require("param-key")?;
+    let (i, f) = field(class, name)?;
+    match f.ty {
+        Ty::Map(..) => {
+            let remove =
+                message_for(class, MsgKind::MapRemove(i as u16)).ok_or_else(|| not_a("a writable map", name))?;
+            call_on(client, class, remove, vec![r, Value::str(key)])?;
+        }
+        Ty::Set(ety) => {
+            let remove =
+                message_for(class, MsgKind::SetRemove(i as u16)).ok_or_else(|| not_a("a writable set", name))?;
+            let v = parse_value(client, ety, key)?;
+            call_on(client, class, remove, vec![r, v])?;
+        }
+        _ => return Err(not_a("a set or a map", name)),
+    }
+    Ok(String::new())
+}
+
+/// `-param-clear param-name=`: the whole map or set emptied, with `set_<field>` when there is one, else key by key.
+fn param_clear(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
+    let (r, record) = select_one(client, class, args)?;
+    let r = Value::str(r);
+    let name = args.require("param-name")?;
+    let (i, f) = field(class, name)?;
+    let i = i as u16;
+    if let Some(set) = message_for(class, MsgKind::Set(i)) {
+        let empty = match f.ty {
+            Ty::Map(..) => Value::Struct(Vec::new()),
+            Ty::Set(_) => Value::Array(Vec::new()),
+            _ => return Err(not_a("a set or a map", name)),
+        };
+        call_on(client, class, set, vec![r, empty])?;
+        return Ok(String::new());
+    }
+    let current = record.get(f.name).cloned().unwrap_or(Value::Nil);
+    match (f.ty, current) {
+        (Ty::Map(..), Value::Struct(members)) => {
+            let remove = message_for(class, MsgKind::MapRemove(i)).ok_or_else(|| not_a("a writable map", name))?;
+            for (key, _) in members {
+                call_on(client, class, remove, vec![r.clone(), Value::str(key)])?;
+            }
+        }
+        (Ty::Set(_), Value::Array(items)) => {
+            let remove = message_for(class, MsgKind::SetRemove(i)).ok_or_else(|| not_a("a writable set", name))?;
+            for item in items {
+                call_on(client, class, remove, vec![r.clone(), item])?;
+            }
+        }
+        (Ty::Map(..) | Ty::Set(_), _) => return Err(not_a("a writable set or map", name)),
+        _ => return Err(not_a("a set or a map", name)),
+    }
+    Ok(String::new())
+}
+
 /// A command-line string as a value of type `ty`.
-fn parse_value(client: &mut Client, ty: &Ty, s: &str) -> Result<Value, XeError> {
+pub fn parse_value(client: &mut Client, ty: &Ty, s: &str) -> Result<Value, XeError> {
     let bad = |what: &str| XeError::Usage(format!("Failed to parse parameter value '{s}': expecting {what}"));
     Ok(match ty {
         Ty::String => Value::str(s),
@@ -244,6 +427,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn selectors_need_a_match_and_multiple_for_several() {
+        let vm = xapi_types::model::class("VM").unwrap();
+        let render = |n, multiple| check_count(vm, n, multiple).map_err(|e| e.render());
+        expect_test::expect![[r#"
+            Err(
+                "No matching VMs found\n",
+            )
+        "#]]
+        .assert_debug_eq(&render(0, true));
+        assert_eq!(render(1, false), Ok(()));
+        assert_eq!(render(3, true), Ok(()));
+        expect_test::expect![[r#"
+            Err(
+                "Multiple matches for this command; please use --multiple or another selector\n",
+            )
+        "#]]
+        .assert_debug_eq(&render(2, false));
+    }
+
+    #[test]
     fn commands_resolve_to_classes_and_operations() {
         let (c, op) = resolve("vm-param-list").unwrap();
         assert_eq!((c.name, op), ("VM", Op::ParamList));
@@ -254,5 +457,10 @@ mod tests {
         assert!(resolve("foo-list").is_none());
         assert!(resolve("vm-start").is_none());
         assert!(all_commands().contains(&"pool-param-set".to_string()));
+        let (c, op) = resolve("vm-param-remove").unwrap();
+        assert_eq!((c.name, op), ("VM", Op::ParamRemove));
+        let (c, op) = resolve("pool-param-clear").unwrap();
+        assert_eq!((c.name, op), ("pool", Op::ParamClear));
+        assert_eq!(resolve("sr-param-add").unwrap().1, Op::ParamAdd);
     }
 }

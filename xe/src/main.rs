@@ -1,7 +1,9 @@
 //! `xe`: the command line administrators script against (`xe vm-list`, `xe vm-param-get uuid=… param-name=…`).
 //!
 //! ```text
-//! xe <command> [param=value …] [--minimal] [-s HOST [-p PORT] -u USER (-pw PASSWORD | -pwf FILE)] [--nossl]
+//! xe <command> [param=value …] [--minimal] [--multiple] [--force]
+//!    [-s HOST [-p PORT] -u USER (-pw PASSWORD | -pwf FILE)] [--nossl]
+//! xe help [<command> | --all] [--minimal]
 //! ```
 //!
 //! A normal XenAPI client of the daemon: XML-RPC through `xapi_types::wire` over HTTP, on the local unix socket
@@ -15,6 +17,7 @@ mod commands;
 mod error;
 mod format;
 mod http;
+mod ops;
 
 use std::path::PathBuf;
 
@@ -33,6 +36,10 @@ struct CommandLine {
     password: Option<String>,
     password_file: Option<PathBuf>,
     command: Option<String>,
+    /// `xe help <command>`: the command.
+    topic: Option<String>,
+    /// `--all` (for `xe help --all`).
+    all: bool,
     args: commands::Args,
 }
 
@@ -53,10 +60,14 @@ fn parse(argv: &[String]) -> Result<CommandLine, XeError> {
             "-pwf" => cl.password_file = Some(value(a)?.into()),
             "--nossl" => {}
             "--minimal" => cl.args.minimal = true,
+            "--multiple" => cl.args.multiple = true,
+            "--force" => cl.args.force = true,
+            "--all" => cl.all = true,
             _ if a.starts_with("--") => return Err(XeError::Usage(format!("Unknown option: {a}"))),
             _ => match a.split_once('=') {
                 Some((k, v)) => cl.args.params.push((k.to_string(), v.to_string())),
                 None if cl.command.is_none() => cl.command = Some(a.clone()),
+                None if cl.command.as_deref() == Some("help") && cl.topic.is_none() => cl.topic = Some(a.clone()),
                 None => return Err(XeError::Usage(format!("Syntax error: '{a}' is not of the form param=value."))),
             },
         }
@@ -64,17 +75,90 @@ fn parse(argv: &[String]) -> Result<CommandLine, XeError> {
     Ok(cl)
 }
 
-fn help() -> String {
+/// Every command name, sorted: the generic ones, the hand-written ones and `help`.
+fn command_names() -> Vec<String> {
+    let mut names = commands::all_commands();
+    names.extend(ops::SPECIALS.iter().map(|s| s.name.to_string()));
+    names.push("help".into());
+    names.sort();
+    names
+}
+
+fn help(all: bool, minimal: bool) -> String {
+    if minimal {
+        return format::minimal(&command_names());
+    }
     let mut out = String::from(
         "Usage: xe <command> [-s server] [-p port] [-u username] [-pw password | -pwf password-file] [--nossl]\n\
-         \x20         [param=value …] [--minimal]\n\n\
-         Without -s, xe talks to the local daemon on $XE_SOCKET (default /var/lib/xcp/xapi) as root.\n\n\
-         Commands:\n    help\n",
+         \x20         [param=value …] [--minimal] [--multiple] [--force]\n\n\
+         Without -s, xe talks to the local daemon on $XE_SOCKET (default /var/lib/xcp/xapi) as root.\n\
+         'xe help <command>' describes one command; 'xe help --all' lists them all.\n\n",
     );
-    for c in commands::all_commands() {
-        out.push_str(&format!("    {c}\n"));
+    if all {
+        out.push_str("Commands:\n");
+        for c in command_names() {
+            out.push_str(&format!("    {c}\n"));
+        }
+    } else {
+        out.push_str("Common commands:\n");
+        let common = ["vm-list", "vm-param-list", "vm-param-get", "vm-param-set", "vm-start", "vm-shutdown"];
+        for c in common.iter().chain(&["host-list", "sr-list", "vdi-list", "network-list", "task-list", "event-wait"]) {
+            out.push_str(&format!("    {c}\n"));
+        }
     }
     out
+}
+
+/// What a generic command does, for `xe help <command>`.
+fn generic_description(class: &'static xapi_types::model::Class, op: commands::Op) -> String {
+    let c = format::xe_class_name(class);
+    match op {
+        commands::Op::List => format!(
+            "Lists the {c} objects, with optional filters field=value or map:key=value, the fields to show in \
+             params=a,b|all."
+        ),
+        commands::Op::ParamList => format!("Lists all the parameters of the {c} object, with their values."),
+        commands::Op::ParamGet => {
+            format!("Gets the parameter param-name of the {c} object (the key param-key of a map parameter).")
+        }
+        commands::Op::ParamSet => {
+            format!("Sets parameters of the {c} object: field=value, and map:key=value for map parameters.")
+        }
+        commands::Op::ParamAdd => format!(
+            "Adds to a set or map parameter of the {c} object. If the parameter is a set, use param-key=<value to \
+             add>; if it is a map, pass the pairs to add as key=value."
+        ),
+        commands::Op::ParamRemove => format!(
+            "Removes a key from a map parameter, or a value from a set parameter, of the {c} object (param-key)."
+        ),
+        commands::Op::ParamClear => format!("Empties a set or map parameter of the {c} object."),
+    }
+}
+
+/// `xe help <command>`, in xe's layout; with `--minimal` the parameter names, comma-separated (for completion).
+fn command_help(name: &str, minimal: bool) -> Result<String, XeError> {
+    let (reqd, optional, description) = if let Some((class, op)) = commands::resolve(name) {
+        let (reqd, optional) = ops::generic_params(class, op);
+        (reqd, optional, generic_description(class, op))
+    } else if let Some(s) = ops::special(name) {
+        let v = |p: &[&str]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        (v(s.reqd), v(s.optional), s.description.to_string())
+    } else if name == "help" {
+        (vec![], vec!["<command>".into(), "--all".into()], "Describes a command, or lists them all.".into())
+    } else {
+        return Err(XeError::Usage(format!("Unknown command: {name}\nFor usage run: 'xe help'")));
+    };
+    if minimal {
+        let names: Vec<String> =
+            reqd.iter().chain(&optional).filter(|p| !p.starts_with('<') && !p.starts_with("--")).cloned().collect();
+        return Ok(format::minimal(&names));
+    }
+    Ok(format!(
+        "command name            : {name}\n        reqd params     : {}\n        optional params : {}\n        \
+         description     : {description}\n",
+        reqd.join(", "),
+        optional.join(", ")
+    ))
 }
 
 fn connect(cl: &CommandLine) -> Result<Client, XeError> {
@@ -99,15 +183,22 @@ fn connect(cl: &CommandLine) -> Result<Client, XeError> {
 /// Runs the command line; the text for stdout on success.
 fn run(argv: &[String]) -> Result<String, XeError> {
     let cl = parse(argv)?;
-    let command = match cl.command.as_deref() {
-        None | Some("help") => return Ok(help()),
-        Some(c) => c,
+    let command = match (cl.command.as_deref(), &cl.topic) {
+        (Some("help"), Some(topic)) => return command_help(topic, cl.args.minimal),
+        (None | Some("help"), _) => return Ok(help(cl.all, cl.args.minimal)),
+        (Some(c), _) => c,
     };
-    let Some((class, op)) = commands::resolve(command) else {
+    let generic = commands::resolve(command);
+    let special = ops::special(command);
+    if generic.is_none() && special.is_none() {
         return Err(XeError::Usage(format!("Unknown command: {command}\nFor usage run: 'xe help'")));
-    };
+    }
     let mut client = connect(&cl)?;
-    let result = commands::run(&mut client, class, op, &cl.args);
+    let result = match (generic, special) {
+        (Some((class, op)), _) => commands::run(&mut client, class, op, &cl.args),
+        (None, Some(s)) => ops::run(&mut client, s, &cl.args),
+        (None, None) => unreachable!("checked above"),
+    };
     let logout = client.logout();
     let out = result?;
     logout?;
@@ -142,6 +233,51 @@ mod tests {
         assert_eq!(cl.command.as_deref(), Some("vm-list"));
         assert_eq!(cl.args.params, vec![("power-state".to_string(), "running".to_string())]);
         assert!(cl.args.minimal);
+    }
+
+    #[test]
+    fn help_for_a_command_is_generated_from_the_datamodel() {
+        expect_test::expect![[r#"
+            command name            : vm-param-get
+                    reqd params     : uuid, param-name
+                    optional params : param-key
+                    description     : Gets the parameter param-name of the vm object (the key param-key of a map parameter).
+        "#]]
+        .assert_eq(&run(&argv("help vm-param-get")).unwrap());
+        expect_test::expect![[r#"
+            command name            : vm-start
+                    reqd params     : 
+                    optional params : uuid, vm, <field>=<value>, --multiple
+                    description     : Starts the selected VMs.
+        "#]]
+        .assert_eq(&run(&argv("help vm-start")).unwrap());
+        expect_test::expect![[r#"
+            uuid,param-name
+        "#]]
+        .assert_eq(&run(&argv("help pool-param-clear --minimal")).unwrap());
+        let set = run(&argv("help vm-param-set --minimal")).unwrap();
+        assert!(set.starts_with("uuid,name-label,name-description,"), "{set}");
+        assert!(set.contains(",other-config:,"), "{set}");
+        assert!(!set.contains("power-state"), "read-only fields are not settable: {set}");
+    }
+
+    #[test]
+    fn help_all_lists_every_command() {
+        let all = run(&argv("help --all --minimal")).unwrap();
+        let names: Vec<&str> = all.trim().split(',').collect();
+        for c in ["vm-list", "vm-param-add", "vm-param-remove", "vm-param-clear", "task-cancel", "event-wait", "help"] {
+            assert!(names.contains(&c), "{c} missing");
+        }
+        assert!(run(&argv("help --all")).unwrap().contains("\n    vm-unpause\n"));
+        assert!(run(&argv("help nothing-such")).is_err());
+    }
+
+    #[test]
+    fn parses_selector_flags() {
+        let cl = parse(&argv("vm-shutdown power-state=running --multiple --force")).unwrap();
+        assert!(cl.args.multiple && cl.args.force);
+        let cl = parse(&argv("help vm-list")).unwrap();
+        assert_eq!(cl.topic.as_deref(), Some("vm-list"));
     }
 
     #[test]

@@ -77,6 +77,70 @@ fn exercise(xe: &Xe, new_name: &str) {
     let all = xe.ok(&["vm-param-list", &format!("uuid={dom0}")]);
     assert!(all.contains("other-config (MRW): "), "{all}");
 
+    // -param-add / -param-remove / -param-clear, on a map and on a set.
+    let on_pool = format!("uuid={pool}");
+    xe.ok(&["pool-param-add", &on_pool, "param-name=other-config", "a=1", "b=2"]);
+    let get_oc = ["pool-param-get", on_pool.as_str(), "param-name=other-config"];
+    assert_eq!(xe.ok(&get_oc), "xe-test: yes; a: 1; b: 2\n");
+    xe.ok(&["pool-param-remove", &on_pool, "param-name=other-config", "param-key=a"]);
+    assert_eq!(xe.ok(&get_oc), "xe-test: yes; b: 2\n");
+    xe.ok(&["pool-param-clear", &on_pool, "param-name=other-config"]);
+    assert_eq!(xe.ok(&get_oc), "\n");
+    let on_dom0 = format!("uuid={dom0}");
+    xe.ok(&["vm-param-add", &on_dom0, "param-name=tags", "param-key=t1"]);
+    xe.ok(&["vm-param-add", &format!("vm={dom0}"), "param-name=tags", "param-key=t2"]);
+    assert_eq!(xe.ok(&["vm-param-get", &on_dom0, "param-name=tags"]), "t1; t2\n");
+    xe.ok(&["vm-param-remove", &on_dom0, "param-name=tags", "param-key=t1"]);
+    assert_eq!(xe.ok(&["vm-param-get", &on_dom0, "param-name=tags"]), "t2\n");
+    xe.ok(&["vm-param-clear", &on_dom0, "param-name=tags"]);
+    assert_eq!(xe.ok(&["vm-param-get", &on_dom0, "param-name=tags"]), "\n");
+    let ro = xe.run(&["vm-param-clear", &on_dom0, "param-name=allowed-operations"]);
+    assert_eq!(String::from_utf8_lossy(&ro.stderr), "Parameter 'allowed-operations' is not a writable set.\n");
+
+    // Selectors: <class>=<name-label or uuid>, filters, no match.
+    let dom0_name = xe.ok(&["vm-param-get", &on_dom0, "param-name=name-label"]);
+    let by_name = format!("vm={}", dom0_name.trim_end());
+    assert_eq!(xe.ok(&["vm-param-get", &by_name, "param-name=uuid"]), format!("{dom0}\n"));
+    assert_eq!(xe.ok(&["pool-list", &format!("pool={new_name}"), "--minimal"]), format!("{pool}\n"));
+    let none = xe.run(&["vm-start", "power-state=halted"]);
+    assert_eq!(
+        (none.status.code(), String::from_utf8_lossy(&none.stderr).as_ref()),
+        (Some(1), "No matching VMs found\n")
+    );
+    let none = xe.run(&["task-cancel", "uuid-free-filter=x"]);
+    assert_eq!(String::from_utf8_lossy(&none.stderr), "Unknown field 'uuid-free-filter' for class task.\n");
+
+    // Operations the daemon does not have yet say so.
+    let start = xe.run(&["vm-start", &on_dom0]);
+    assert_eq!(start.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&start.stderr),
+        "This operation is not available in this version of the xapi-rs daemon: VM.start\n"
+    );
+    let stop = xe.run(&["vm-shutdown", "power-state=running", "force=true"]);
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stderr),
+        "This operation is not available in this version of the xapi-rs daemon: VM.hard_shutdown\n"
+    );
+
+    // event-wait: blocks until the pool is renamed, and times out otherwise.
+    let waiting = std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let started = Instant::now();
+            let out = xe.run(&["event-wait", "class=pool", &format!("name-label={new_name}-waited")]);
+            (out, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}-waited")]);
+        waiter.join().unwrap()
+    });
+    assert_eq!(waiting.0.status.code(), Some(0), "{}", String::from_utf8_lossy(&waiting.0.stderr));
+    assert!(waiting.1 < Duration::from_secs(5), "event-wait took {:?}", waiting.1);
+    let timed_out = xe.run(&["event-wait", "class=pool", "name-label=never", "timeout=0.5"]);
+    assert_eq!(timed_out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&timed_out.stderr), "Timed out waiting for the condition.\n");
+    xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}")]);
+
     let bad = xe.run(&["vm-list", "uuid=00000000-0000-0000-0000-000000000000"]);
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(
@@ -130,4 +194,26 @@ fn xe_against_the_real_daemon() {
     } else {
         eprintln!("not root: the unix-socket half (root without a password) was not run");
     }
+}
+
+/// The bash completion script, driven as bash drives it, against the real binary (no daemon needed).
+#[test]
+fn bash_completion_completes_commands_and_parameters() {
+    let dir = Path::new(env!("CARGO_BIN_EXE_xe")).parent().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completion/xe.bash");
+    let complete = |words: &str| {
+        let n = words.split_whitespace().count() - 1;
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("source {script}; COMP_WORDS=({words}); COMP_CWORD={n}; _xe; echo \"${{COMPREPLY[*]}}\""))
+            .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .expect("run bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(complete("xe vm-param-g"), "vm-param-get\n");
+    assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=\n");
+    assert_eq!(complete("xe pool-param-set other-c"), "other-config:\n");
+    assert_eq!(complete("xe vm-shutdown --mu"), "--multiple\n");
 }

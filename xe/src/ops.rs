@@ -1,0 +1,198 @@
+//! Commands that are not generic: `task-cancel`, `event-wait`, and the VM power operations. Each is one XenAPI
+//! call per selected object; a call the daemon does not implement yet (`NOT_IMPLEMENTED`) is said so plainly.
+
+use std::time::{Duration, Instant};
+
+use xapi_types::model::{self, Class};
+use xapi_types::{Value, model::Ty};
+
+use crate::client::Client;
+use crate::commands::{self, Args};
+use crate::error::XeError;
+use crate::format;
+
+/// A hand-written command: its name, parameters and what `xe help` says about it.
+#[derive(Debug)]
+pub struct Special {
+    pub name: &'static str,
+    pub reqd: &'static [&'static str],
+    pub optional: &'static [&'static str],
+    pub description: &'static str,
+}
+
+const VM_SELECTORS: &[&str] = &["uuid", "vm", "<field>=<value>", "--multiple"];
+
+pub const SPECIALS: &[Special] = &[
+    Special {
+        name: "event-wait",
+        reqd: &["class"],
+        optional: &["<field>=<value>", "timeout"],
+        description: "Blocks until an object of the class satisfies every condition field=value (the latest \
+                      value of each field, in xe's spelling); exits 1 when the optional timeout (seconds) passes.",
+    },
+    Special {
+        name: "task-cancel",
+        reqd: &[],
+        optional: &["uuid", "task", "<field>=<value>", "--multiple"],
+        description: "Asks the selected tasks to cancel.",
+    },
+    Special { name: "vm-pause", reqd: &[], optional: VM_SELECTORS, description: "Pauses the selected VMs." },
+    Special {
+        name: "vm-reboot",
+        reqd: &[],
+        optional: &["uuid", "vm", "<field>=<value>", "--multiple", "force"],
+        description: "Reboots the selected VMs (hard reboot with force=true or --force).",
+    },
+    Special { name: "vm-resume", reqd: &[], optional: VM_SELECTORS, description: "Resumes the selected VMs." },
+    Special {
+        name: "vm-shutdown",
+        reqd: &[],
+        optional: &["uuid", "vm", "<field>=<value>", "--multiple", "force"],
+        description: "Shuts the selected VMs down (hard shutdown with force=true or --force).",
+    },
+    Special { name: "vm-start", reqd: &[], optional: VM_SELECTORS, description: "Starts the selected VMs." },
+    Special { name: "vm-suspend", reqd: &[], optional: VM_SELECTORS, description: "Suspends the selected VMs." },
+    Special { name: "vm-unpause", reqd: &[], optional: VM_SELECTORS, description: "Unpauses the selected VMs." },
+];
+
+pub fn special(name: &str) -> Option<&'static Special> {
+    SPECIALS.iter().find(|s| s.name == name)
+}
+
+/// What xe says when the daemon does not implement `method` yet.
+pub fn unavailable(method: &str) -> XeError {
+    XeError::Usage(format!("This operation is not available in this version of the xapi-rs daemon: {method}"))
+}
+
+/// `client.call`, with `NOT_IMPLEMENTED` (and an unknown method) turned into [`unavailable`].
+fn call_op(client: &Client, method: &str, params: Vec<Value>) -> Result<Value, XeError> {
+    client.call(method, params).map_err(|e| match &e {
+        XeError::Api(d)
+            if matches!(d.first().map(String::as_str), Some("NOT_IMPLEMENTED" | "MESSAGE_METHOD_UNKNOWN")) =>
+        {
+            unavailable(method)
+        }
+        _ => e,
+    })
+}
+
+fn class(name: &str) -> &'static Class {
+    model::class(name).expect("the datamodel has this class")
+}
+
+pub fn run(client: &mut Client, special: &Special, args: &Args) -> Result<String, XeError> {
+    let force = args.force || args.get("force").is_some_and(|f| f.eq_ignore_ascii_case("true"));
+    let (method, extra): (&str, Vec<Value>) = match special.name {
+        "event-wait" => return event_wait(client, args),
+        "task-cancel" => {
+            let tasks = commands::select_for_op(client, class("task"), &args.params, args.multiple)?;
+            for (r, _) in tasks {
+                call_op(client, "task.cancel", vec![Value::str(r)])?;
+            }
+            return Ok(String::new());
+        }
+        "vm-start" => ("VM.start", vec![Value::Bool(false), Value::Bool(false)]),
+        "vm-shutdown" if force => ("VM.hard_shutdown", vec![]),
+        "vm-shutdown" => ("VM.clean_shutdown", vec![]),
+        "vm-reboot" if force => ("VM.hard_reboot", vec![]),
+        "vm-reboot" => ("VM.clean_reboot", vec![]),
+        "vm-suspend" => ("VM.suspend", vec![]),
+        "vm-resume" => ("VM.resume", vec![Value::Bool(false), Value::Bool(false)]),
+        "vm-pause" => ("VM.pause", vec![]),
+        "vm-unpause" => ("VM.unpause", vec![]),
+        other => unreachable!("{other} is in SPECIALS but has no implementation"),
+    };
+    let vms = commands::select_for_op(client, class("VM"), &args.other(&["force"]), args.multiple)?;
+    for (r, _) in vms {
+        let mut params = vec![Value::str(r)];
+        params.extend(extra.iter().cloned());
+        call_op(client, method, params)?;
+    }
+    Ok(String::new())
+}
+
+/// `event-wait class= [field=value …] [timeout=]`: follows `event.from` from an empty token (which reports every
+/// object first) until one event's snapshot satisfies all conditions.
+fn event_wait(client: &mut Client, args: &Args) -> Result<String, XeError> {
+    let name = args.require("class")?;
+    let class = format::listable_classes()
+        .find(|c| format::xe_class_name(c) == name)
+        .or_else(|| model::class_ci(name))
+        .filter(|c| c.persistent)
+        .ok_or_else(|| XeError::Usage(format!("Unknown class: {name}")))?;
+    let deadline = match args.get("timeout") {
+        Some(t) => {
+            let secs: f64 = t.parse().map_err(|_| XeError::Usage(format!("Invalid timeout: {t}")))?;
+            Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)))
+        }
+        None => None,
+    };
+    let conditions = args.other(&["class", "timeout"]);
+    for (k, _) in &conditions {
+        let field = k.split_once(':').map_or(k.as_str(), |(m, _)| m);
+        if format::field_by_xe_name(class, field).is_none() {
+            return Err(XeError::Usage(format!("Unknown field '{k}' for class {name}.")));
+        }
+    }
+    let mut token = String::new();
+    loop {
+        let wait = deadline.map_or(30.0, |d| d.saturating_duration_since(Instant::now()).as_secs_f64().min(30.0));
+        let batch = client.call(
+            "event.from",
+            vec![Value::Array(vec![Value::str(class.name)]), Value::str(&token), Value::Float(wait)],
+        )?;
+        token = batch.get("token").and_then(Value::as_str).unwrap_or_default().to_string();
+        for event in batch.get("events").and_then(Value::as_array).unwrap_or_default() {
+            if event.get("operation").and_then(Value::as_str) == Some("del") {
+                continue;
+            }
+            let Some(snapshot) = event.get("snapshot") else { continue };
+            let mut all = true;
+            for (k, want) in &conditions {
+                if !commands::matches(client, class, snapshot, k, want)? {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return Ok(String::new());
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(XeError::Usage("Timed out waiting for the condition.".into()));
+        }
+    }
+}
+
+/// The parameters `xe help <command>` shows for a generic command, from the datamodel.
+pub fn generic_params(class: &'static Class, op: commands::Op) -> (Vec<String>, Vec<String>) {
+    use commands::Op;
+    let own = format::xe_class_name(class);
+    let names = |pred: &dyn Fn(usize, &model::Field) -> bool| -> Vec<String> {
+        class.fields.iter().enumerate().filter(|(i, f)| pred(*i, f)).map(|(_, f)| format::xe_name(f.name)).collect()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let has = |kind| class.messages.iter().any(|m| m.kind == kind);
+    match op {
+        Op::List => {
+            let mut opt = s(&["params", &own]);
+            opt.extend(names(&|_, _| true));
+            (vec![], opt)
+        }
+        Op::ParamList => (s(&["uuid"]), vec![]),
+        Op::ParamGet => (s(&["uuid", "param-name"]), s(&["param-key"])),
+        Op::ParamSet => {
+            let mut opt =
+                names(&|i, f| !matches!(f.ty, Ty::Map(..) | Ty::Set(_)) && has(model::MsgKind::Set(i as u16)));
+            opt.extend(
+                names(&|i, f| matches!(f.ty, Ty::Map(..)) && has(model::MsgKind::MapAdd(i as u16)))
+                    .into_iter()
+                    .map(|n| format!("{n}:")),
+            );
+            (s(&["uuid"]), opt)
+        }
+        Op::ParamAdd => (s(&["uuid", "param-name"]), s(&["param-key"])),
+        Op::ParamRemove => (s(&["uuid", "param-name", "param-key"]), vec![]),
+        Op::ParamClear => (s(&["uuid", "param-name"]), vec![]),
+    }
+}

@@ -17,6 +17,8 @@ import { createClient } from 'xen-api'
 // import gives the very class the transports throw.
 import XapiError from 'xen-api/_XapiError.mjs'
 
+import { CheckFailed, expect, expectEq, isPlainObject, show, startHarness } from './harness.mjs'
+
 const ZERO_UUID = '00000000-0000-0000-0000-000000000000'
 const TEST_KEY = 'xapi-rs-xo-test'
 const OVERALL_TIMEOUT_MS = 60e3
@@ -32,38 +34,7 @@ if (!['json-rpc', 'xml-rpc', 'auto'].includes(transportArg)) {
 }
 const tag = `xo[${transportArg}]`
 
-let passed = 0
-let failed = 0
-
-function finish(code) {
-  console.log(`${tag}: ${passed} checks ok, ${failed} checks failed`)
-  console.log(`RESULT passed=${passed} failed=${failed}`)
-  process.exit(code)
-}
-
-const timer = setTimeout(() => {
-  failed++
-  console.log(`FAIL overall timeout: not finished after ${OVERALL_TIMEOUT_MS / 1e3} s`)
-  finish(1)
-}, OVERALL_TIMEOUT_MS)
-
-class CheckFailed extends Error {}
-class Abort extends Error {}
-
-function expect(cond, msg) {
-  if (!cond) throw new CheckFailed(msg)
-}
-
-const show = v => {
-  const s = JSON.stringify(v)
-  return s === undefined ? String(v) : s.length > 300 ? s.slice(0, 300) + '…' : s
-}
-
-function expectEq(got, want, what) {
-  if (show(got) !== show(want)) throw new CheckFailed(`${what}: expected ${show(want)}, got ${show(got)}`)
-}
-
-const isPlainObject = v => v !== null && typeof v === 'object' && !Array.isArray(v)
+const { check, run } = startHarness(tag, OVERALL_TIMEOUT_MS)
 
 // `promise` must reject with an XapiError; returns it
 async function expectXapiError(promise) {
@@ -80,31 +51,6 @@ async function expectXapiError(promise) {
     return error
   }
   throw new CheckFailed(`expected an XapiError, got success: ${show(result)}`)
-}
-
-async function check(name, fn, { fatal = false } = {}) {
-  let info
-  try {
-    info = await fn()
-  } catch (error) {
-    failed++
-    let detail
-    if (error instanceof CheckFailed) {
-      detail = error.message
-    } else if (error instanceof XapiError) {
-      detail = `XapiError ${error.code}(${show(error.params)})`
-    } else {
-      detail = `${error?.constructor?.name ?? 'Error'}: ${error?.message ?? error}`
-      if (error?.code !== undefined) detail += ` [code ${error.code}]`
-      if (error?.cause !== undefined) detail += ` (cause: ${error.cause?.message ?? error.cause})`
-    }
-    console.log(`FAIL ${name}: ${detail}`)
-    if (fatal) throw new Abort(name)
-    return undefined
-  }
-  passed++
-  console.log(`ok   ${name}${typeof info === 'string' && info !== '' ? `  [${info}]` : ''}`)
-  return info
 }
 
 const opts = {
@@ -300,16 +246,4 @@ async function cleanup() {
   } catch {}
 }
 
-try {
-  await main()
-} catch (error) {
-  if (error instanceof Abort) {
-    console.log(`FAIL aborting: later checks depend on '${error.message}'`)
-  } else {
-    failed++
-    console.log(`FAIL unexpected error: ${error?.stack ?? error}`)
-  }
-}
-await cleanup()
-clearTimeout(timer)
-finish(failed === 0 ? 0 : 1)
+await run(main, cleanup)

@@ -24,6 +24,8 @@ import { createClient } from 'xen-api'
 // import gives the very class the transports throw.
 import XapiError from 'xen-api/_XapiError.mjs'
 
+import { CheckFailed, describeError, expect, expectEq, isPlainObject, show, startHarness } from './harness.mjs'
+
 const OVERALL_TIMEOUT_MS = 60e3
 // how long after a change returned XO's cache may take to show it
 const EVENT_LATENCY_LIMIT_MS = 1e3
@@ -45,47 +47,13 @@ if (!['json-rpc', 'xml-rpc'].includes(transportArg)) {
 }
 const tag = `xo-events[${transportArg}]`
 
-let passed = 0
-let failed = 0
+const { check, run } = startHarness(tag, OVERALL_TIMEOUT_MS)
 
-function finish(code) {
-  console.log(`${tag}: ${passed} checks ok, ${failed} checks failed`)
-  console.log(`RESULT passed=${passed} failed=${failed}`)
-  process.exit(code)
-}
-
-const timer = setTimeout(() => {
-  failed++
-  console.log(`FAIL overall timeout: not finished after ${OVERALL_TIMEOUT_MS / 1e3} s`)
-  finish(1)
-}, OVERALL_TIMEOUT_MS)
-
-class CheckFailed extends Error {}
-class Abort extends Error {}
-
-function expect(cond, msg) {
-  if (!cond) throw new CheckFailed(msg)
-}
-
-const show = v => {
-  const s = JSON.stringify(v)
-  return s === undefined ? String(v) : s.length > 300 ? s.slice(0, 300) + '…' : s
-}
-
-function expectEq(got, want, what) {
-  if (show(got) !== show(want)) throw new CheckFailed(`${what}: expected ${show(want)}, got ${show(got)}`)
-}
-
-const isPlainObject = v => v !== null && typeof v === 'object' && !Array.isArray(v)
 const isRef = v => typeof v === 'string' && v.startsWith('OpaqueRef:') && v !== 'OpaqueRef:NULL'
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 const fmtMs = ms => `${ms.toFixed(1)} ms`
 // "12.3 ms after X" / "0.4 ms before X"
 const rel = (ms, what) => (ms < 0 ? `${fmtMs(-ms)} before ${what}` : `${fmtMs(ms)} after ${what}`)
-const describeError = error =>
-  error instanceof XapiError
-    ? `XapiError ${error.code}(${show(error.params)})`
-    : `${error?.constructor?.name ?? 'Error'}: ${error?.message ?? error}`
 
 // reject with a CheckFailed if `promise` has not settled after `ms`
 function withTimeout(promise, ms, what) {
@@ -96,31 +64,6 @@ function withTimeout(promise, ms, what) {
       t = setTimeout(() => reject(new CheckFailed(`${what}: not settled after ${ms / 1e3} s`)), ms)
     }),
   ]).finally(() => clearTimeout(t))
-}
-
-async function check(name, fn, { fatal = false } = {}) {
-  let info
-  try {
-    info = await fn()
-  } catch (error) {
-    failed++
-    let detail
-    if (error instanceof CheckFailed) {
-      detail = error.message
-    } else {
-      detail = describeError(error)
-      if (!(error instanceof XapiError)) {
-        if (error?.code !== undefined) detail += ` [code ${error.code}]`
-        if (error?.cause !== undefined) detail += ` (cause: ${error.cause?.message ?? error.cause})`
-      }
-    }
-    console.log(`FAIL ${name}: ${detail}`)
-    if (fatal) throw new Abort(name)
-    return undefined
-  }
-  passed++
-  console.log(`ok   ${name}${typeof info === 'string' && info !== '' ? `  [${info}]` : ''}`)
-  return info
 }
 
 // ---------------------------------------------------------------------------
@@ -639,16 +582,4 @@ async function cleanup() {
   } catch {}
 }
 
-try {
-  await main()
-} catch (error) {
-  if (error instanceof Abort) {
-    console.log(`FAIL aborting: later checks depend on '${error.message}'`)
-  } else {
-    failed++
-    console.log(`FAIL unexpected error: ${error?.stack ?? error}`)
-  }
-}
-await cleanup()
-clearTimeout(timer)
-finish(failed === 0 ? 0 : 1)
+await run(main, cleanup)

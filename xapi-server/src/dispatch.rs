@@ -168,15 +168,6 @@ pub fn execute(
     generic::run(&ctx, class, msg, args)
 }
 
-/// Checks and runs one call on the calling thread (tests, and the blocking part of [`call`]).
-pub fn dispatch(state: &Arc<State>, peer: &Peer, call: Call) -> Result<Reply, ApiError> {
-    if call.method == "system.listMethods" {
-        return Ok(Reply::Bare(list_methods()));
-    }
-    let p = prepare(state, &call.method, call.params)?;
-    execute(state, peer, &call.method, p, None)
-}
-
 /// Checks and runs one call from the wire. Cheap reads run on the async worker; calls that may write to disk run
 /// where blocking is allowed, so that they never stall other connections; event waits hold no thread.
 pub async fn call(state: Arc<State>, peer: Peer, call: Call) -> Result<Reply, ApiError> {

@@ -20,17 +20,24 @@
 //! `<!-- xe:end -->`; the other sections are kept). The bench reports; it does not fail on a missed target. Run
 //! without `--bench` (as `cargo test --benches` does) it makes one quick smoke run over 10 VMs and writes nothing.
 
+// The daemon, the VM record, the statistics and the report helpers of xapi-server's benches; this bench uses only
+// some of them.
+#[allow(dead_code)]
+#[path = "../../xapi-server/benches/common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    Conn, Daemon, NewSection, PASSWORD, load_avg, median, ms, per_run, percentile, s, vm_record, write_facts,
+};
 use xapi_types::Value;
 use xapi_types::wire::xmlrpc;
 
-const PASSWORD: &str = "pw";
 const TARGET_MS: f64 = 200.0;
 
 struct Plan {
@@ -67,10 +74,6 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
 }
 
-fn daemon_bin() -> PathBuf {
-    workspace().join("target/release/xapi-server")
-}
-
 /// `cargo build --release -p xapi-server`, in the workspace.
 fn build_daemon() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -81,184 +84,22 @@ fn build_daemon() {
         .status()
         .expect("running cargo build");
     assert!(status.success(), "cargo build --release -p xapi-server failed");
-    assert!(daemon_bin().exists(), "{} not built", daemon_bin().display());
+    assert!(common::daemon_binary().exists(), "{} not built", common::daemon_binary().display());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The daemon under test.
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("xe-bench-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("a temporary data dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
-        let child = Command::new(daemon_bin())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--http")
-            .arg(addr.to_string())
-            .arg("--socket")
-            .arg(dir.path().join("xapi"))
-            .env("XAPI_ROOT_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting xapi-server");
-        let mut d = Daemon { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(addr).is_err() || !d.socket().exists() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("xapi-server exited ({status}) before listening:\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "xapi-server did not listen within 60 s:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("xapi")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    /// SIGTERM to the daemon we started (by its PID), SIGKILL if it has not stopped within 10 s.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// A raw XML-RPC client: one request per fresh connection (`Connection: close`), as `xe` does.
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n").expect("a chunk size line");
-        let line = std::str::from_utf8(&body[..eol]).expect("an ASCII chunk size");
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).expect("a chunk size");
-        body = &body[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
-    }
-}
+// A raw XML-RPC call on a fresh connection, as `xe` makes its calls.
 
 fn call(addr: SocketAddr, method: &str, params: &[Value]) -> Value {
-    let body = xmlrpc::write_call(method, params);
-    let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    let mut stream = TcpStream::connect(addr).expect("connecting to the daemon");
-    stream.set_nodelay(true).expect("TCP_NODELAY");
-    stream.write_all(&req).expect("sending the request");
-    let mut resp = Vec::new();
-    stream.read_to_end(&mut resp).expect("reading the response");
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 200"), "{method}: {head}");
-    let raw = &resp[split + 4..];
-    let body = if head.contains("transfer-encoding: chunked") { dechunk(raw) } else { raw.to_vec() };
-    match xmlrpc::parse_result(&body).expect("a well-formed XML-RPC response") {
+    let mut conn = Conn::open(addr);
+    let request = conn.request("/", "text/xml", &xmlrpc::write_call(method, params));
+    conn.send_raw(&request);
+    let response = conn.receive();
+    assert_eq!(response.status, 200, "{method}");
+    match xmlrpc::parse_result(&response.body).expect("a well-formed XML-RPC response") {
         Ok(v) => v,
         Err(e) => panic!("{method} failed: {e:?}"),
     }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::Str(v.into())
-}
-
-fn map(pairs: &[(&str, String)]) -> Value {
-    Value::Struct(pairs.iter().map(|(k, v)| (k.to_string(), s(v.clone()))).collect())
-}
-
-/// A VM as a client creating one from a template would send it (as `xapi-server/benches/common::vm_record`).
-fn vm_record(i: usize) -> Value {
-    let fields = vec![
-        ("name_label", s(format!("vm-{i}"))),
-        ("name_description", s(format!("benchmark VM number {i}"))),
-        ("user_version", s("1")),
-        ("is_a_template", Value::Bool(false)),
-        ("affinity", s("OpaqueRef:NULL")),
-        ("memory_static_max", s("2147483648")),
-        ("memory_dynamic_max", s("2147483648")),
-        ("memory_dynamic_min", s("1073741824")),
-        ("memory_static_min", s("536870912")),
-        ("VCPUs_params", map(&[("weight", "256".into())])),
-        ("VCPUs_max", s("2")),
-        ("VCPUs_at_startup", s("2")),
-        ("actions_after_shutdown", s("destroy")),
-        ("actions_after_reboot", s("restart")),
-        ("actions_after_crash", s("restart")),
-        ("PV_bootloader", s("")),
-        ("PV_kernel", s("")),
-        ("PV_ramdisk", s("")),
-        ("PV_args", s("")),
-        ("PV_bootloader_args", s("")),
-        ("PV_legacy_args", s("")),
-        ("HVM_boot_policy", s("BIOS order")),
-        ("HVM_boot_params", map(&[("order", "cdn".into()), ("firmware", "bios".into())])),
-        (
-            "platform",
-            map(&[
-                ("acpi", "1".into()),
-                ("apic", "true".into()),
-                ("pae", "true".into()),
-                ("nx", "true".into()),
-                ("viridian", "false".into()),
-                ("device-model", "qemu-upstream-compat".into()),
-            ]),
-        ),
-        ("PCI_bus", s("")),
-        (
-            "other_config",
-            map(&[
-                ("owner", "bench".into()),
-                ("folder", format!("/bench/folder-{}", i % 16)),
-                ("base_template_name", "Debian Bookworm 12".into()),
-            ]),
-        ),
-        (
-            "recommendations",
-            s("<restrictions><restriction field=\"memory-static-max\" max=\"137438953472\"/>\
-               <restriction field=\"vcpus-max\" max=\"32\"/></restrictions>"),
-        ),
-        ("ha_always_run", Value::Bool(false)),
-        ("ha_restart_priority", s("")),
-        ("tags", Value::Array(vec![s("bench"), s(format!("group-{}", i % 7))])),
-        ("domain_type", s("hvm")),
-    ];
-    Value::Struct(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 /// Creates VMs `0..n` over 4 concurrent connections.
@@ -281,27 +122,6 @@ fn populate(addr: SocketAddr, session: &str, n: usize) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics.
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if p == 50.0 && v.len().is_multiple_of(2) {
-        return (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
-
-fn median(v: &[f64]) -> f64 {
-    percentile(v, 50.0)
-}
 
 /// `f` timed `samples` times after `warm_ups` untimed calls; milliseconds.
 fn sample(warm_ups: usize, samples: usize, mut f: impl FnMut()) -> Vec<f64> {
@@ -352,7 +172,7 @@ fn xe(d: &Daemon, root: bool, extra: &[&str]) -> Command {
 
 fn one_run(plan: &Plan, root: bool, index: usize) -> Run {
     let load_before = load_avg();
-    let d = Daemon::start();
+    let d = Daemon::start("xe-bench-");
     let session = call(d.addr, "session.login_with_password", &[s("root"), s(PASSWORD)]);
     let session = session.as_str().expect("a session ref").to_string();
     let start = Instant::now();
@@ -402,52 +222,12 @@ fn one_run(plan: &Plan, root: bool, index: usize) -> Run {
 // ---------------------------------------------------------------------------------------------------------------
 // Reporting.
 
-fn load_avg() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
-        .unwrap_or_else(|| "?".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kb: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{cores} cores ({model}), {:.1} GiB RAM, Linux {}, {}",
-        mem_kb / 1024.0 / 1024.0,
-        kernel.trim(),
-        command_output("rustc", &["--version"])
-    )
-}
-
-fn per_run(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{x:.1} ms")).collect::<Vec<_>>().join(" / ")
+fn per_run_ms(v: &[f64]) -> String {
+    per_run(v, |x| format!("{x:.1} ms"))
 }
 
 fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
     let mut w = String::new();
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"]);
-    let dirty = if dirty.is_empty() { "" } else { " (working tree has uncommitted changes)" };
     let _ = writeln!(w, "# `xe vm-list` with {} VMs\n", plan.vms);
     let _ = writeln!(
         w,
@@ -456,10 +236,8 @@ fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
         plan.runs
     );
     let _ = writeln!(w, "```\ncargo bench -p xe --bench vm_list\n```\n");
-    let _ = writeln!(w, "- **Date:** {}", command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let _ = writeln!(w, "- **Commit:** `{commit}`{dirty}");
-    let _ = writeln!(w, "- **Machine:** {}", machine());
-    let _ = writeln!(w, "- **Daemon:** `{}` (`cargo build --release -p xapi-server`)", daemon_bin().display());
+    let loads: Vec<(String, String)> = runs.iter().map(|r| r.load.clone()).collect();
+    write_facts(&mut w, loads.iter());
     let _ = writeln!(
         w,
         "- **xe:** `{}` ({})",
@@ -474,11 +252,6 @@ fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
         } else {
             "TCP loopback, `-s 127.0.0.1 -p PORT -u root -pw …`"
         }
-    );
-    let _ = writeln!(
-        w,
-        "- **Load average (1/5/15 min) before / after each run:** {}",
-        runs.iter().map(|r| format!("{} → {}", r.load.0, r.load.1)).collect::<Vec<_>>().join("; ")
     );
     let _ = writeln!(
         w,
@@ -518,7 +291,7 @@ fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
             "| `{name}` ({} bytes out) | {:.1} ms | {} | {:.1} ms | {:.1} ms | {:.2}× | {target} | {verdict} |",
             runs[0].out_bytes[k],
             median(&ours),
-            per_run(&ours),
+            per_run_ms(&ours),
             median(&p90),
             median(&base),
             median(&ratios)
@@ -530,14 +303,14 @@ fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
         w,
         "| baseline: raw `VM.get_all_records` call | {:.1} ms | {} | {:.1} ms | — | — | — | — |",
         median(&calls),
-        per_run(&calls),
+        per_run_ms(&calls),
         median(&runs.iter().map(|r| r.call.1).collect::<Vec<_>>())
     );
     let _ = writeln!(
         w,
         "| baseline: spawn + wait of `/bin/true` | {:.2} ms | {} | {:.2} ms | — | — | — | — |",
         median(&spawns),
-        spawns.iter().map(|x| format!("{x:.2} ms")).collect::<Vec<_>>().join(" / "),
+        per_run(&spawns, |x| format!("{x:.2} ms")),
         median(&runs.iter().map(|r| r.spawn.1).collect::<Vec<_>>())
     );
     let _ = writeln!(
@@ -546,22 +319,6 @@ fn report(runs: &[Run], plan: &Plan, root: bool, took: Duration) -> String {
         if verdicts.iter().all(|&p| p) { "Target met." } else { "**Missed:** `xe vm-list` ≤ 200 ms." }
     );
     w
-}
-
-/// Replaces the `xe` section of `path`, keeping everything else; appends it if the file has none.
-fn write_section(path: &Path, name: &str, md: &str) {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
-    let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
-    let text = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if b < e => {
-            let rest = old[e + end.len()..].trim_start_matches('\n');
-            format!("{}{section}{}{rest}", &old[..b], if rest.is_empty() { "" } else { "\n" })
-        }
-        _ if old.trim().is_empty() => section,
-        _ => format!("{}\n\n{section}", old.trim_end()),
-    };
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 fn main() {
@@ -574,7 +331,7 @@ fn main() {
     println!("\n{md}");
     if plan.write_doc {
         let path = workspace().join("docs/benchmarks.md");
-        write_section(&path, "xe", &md);
+        common::write_section(&path, "xe", &md, NewSection::Last);
         println!("wrote {}", path.display());
     }
 }

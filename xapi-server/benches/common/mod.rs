@@ -5,11 +5,13 @@
 //!
 //! Each bench declares it with `mod common;` (Cargo does not take `benches/common/` for a bench of its own) and keeps
 //! its own workload and report; the methods of [`Conn`] and [`Daemon`] that only one bench needs are in that bench.
+//! The `xe` crate's bench includes it too (`#[path]`), so nothing here may need the xapi-server package's own build
+//! environment: [`daemon_binary`] finds the daemon either way.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -180,6 +182,15 @@ impl Conn {
 // ---------------------------------------------------------------------------------------------------------------
 // The daemon under test.
 
+/// The daemon binary: the xapi-server package's own (for its benches), else the workspace's release build (which a
+/// bench of another crate builds first).
+pub fn daemon_binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_xapi-server") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/xapi-server"),
+    }
+}
+
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
@@ -197,7 +208,7 @@ impl Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
-        let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
+        let child = Command::new(daemon_binary())
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--http")
@@ -213,7 +224,7 @@ impl Daemon {
             .expect("starting xapi-server");
         let mut d = Daemon { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(addr).is_err() {
+        while TcpStream::connect(addr).is_err() || !d.socket().exists() {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("xapi-server exited ({status}) before listening:\n{}", d.log());
             }
@@ -221,6 +232,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         d
+    }
+
+    /// The daemon's unix socket, where root needs no password.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("xapi")
     }
 
     fn log(&self) -> String {
@@ -408,7 +424,7 @@ pub fn write_facts<'a>(w: &mut String, loads: impl Iterator<Item = &'a (String, 
     let _ = writeln!(w, "- **Date:** {}", command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
     let _ = writeln!(w, "- **Commit:** `{commit}`{dirty}");
     let _ = writeln!(w, "- **Machine:** {}", machine());
-    let _ = writeln!(w, "- **Daemon:** `{}` (bench profile = release, `debug = 1`)", env!("CARGO_BIN_EXE_xapi-server"));
+    let _ = writeln!(w, "- **Daemon:** `{}` (bench profile = release, `debug = 1`)", daemon_binary().display());
     let _ = writeln!(
         w,
         "- **Load average (1/5/15 min) before / after each run:** {}",

@@ -15,6 +15,7 @@ use xapi_types::model::{self, Class};
 use crate::auth;
 use crate::coerce::now_datetime;
 use crate::db::{self, DbError, Ref, Store, Txn};
+use crate::hv::templates;
 
 /// The version of XenServer whose API we answer (XenServer 8, API 2.21).
 pub const PRODUCT_VERSION: &str = "8.4.0";
@@ -122,7 +123,14 @@ fn cpu_info(facts: &HostFacts) -> Value {
 }
 
 /// Makes the store describe this machine; answers (host, pool).
-pub fn run(store: &Store, facts: &HostFacts, root_password: RootPassword) -> anyhow::Result<(Ref, Ref)> {
+/// `reserve` is the memory kept for the host itself (`--host-memory-reserve`), shown as the control domain's.
+pub fn run(
+    store: &Store,
+    facts: &HostFacts,
+    root_password: RootPassword,
+    reserve: Option<i64>,
+) -> anyhow::Result<(Ref, Ref)> {
+    let reserve = reserve.unwrap_or_else(|| dom0_memory(facts.memory_total_bytes));
     let host_c = class("host");
     let pool_c = class("pool");
     let existing = store.all(pool_c).into_iter().next();
@@ -131,11 +139,11 @@ pub fn run(store: &Store, facts: &HostFacts, root_password: RootPassword) -> any
             let (mi, _) = pool_c.field("master").expect("pool.master");
             let host = row.fields[mi].as_str().unwrap_or_default().to_string();
             store.get(host_c, &host).map_err(|e| anyhow::anyhow!("the pool's master is not in the store: {e}"))?;
-            refresh(store, facts, &host)?;
+            refresh(store, facts, &host, reserve)?;
             (Ref::from(host), pool)
         }
         None => {
-            let (host, pool) = first_start(store, facts)?;
+            let (host, pool) = first_start(store, facts, reserve)?;
             (Ref::from(host), Ref::from(pool))
         }
     };
@@ -151,6 +159,7 @@ pub fn run(store: &Store, facts: &HostFacts, root_password: RootPassword) -> any
         };
         auth::set_password(store, "root", &password)?;
     }
+    templates::ensure(store)?;
     Ok((host, pool))
 }
 
@@ -162,13 +171,12 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn first_start(store: &Store, facts: &HostFacts) -> Result<(String, String), DbError> {
+fn first_start(store: &Store, facts: &HostFacts, dom0_memory: i64) -> Result<(String, String), DbError> {
     let now = Value::DateTime(now_datetime());
     let (host, pool, metrics, dom0, dom0_metrics) =
         (db::new_ref(), db::new_ref(), db::new_ref(), db::new_ref(), db::new_ref());
     let cpus: Vec<String> = facts.cpus.iter().map(|_| db::new_ref()).collect();
     let vcpus = facts.cpus.len() as i64;
-    let dom0_memory = dom0_memory(facts.memory_total_bytes);
     store.transaction(|tx| {
         RowBuilder::new(class("pool")).set("master", host.clone()).set("name_label", "").insert(tx, &pool)?;
         RowBuilder::new(class("host"))
@@ -247,15 +255,15 @@ fn first_start(store: &Store, facts: &HostFacts) -> Result<(String, String), DbE
     Ok((host, pool))
 }
 
-/// The memory the host keeps for itself, shown as the control domain's: 1/16 of the host, within 1–8 GiB
-/// (XenServer sizes dom0's memory from the host's the same way).
+/// The memory the host keeps for itself unless `--host-memory-reserve` says otherwise, shown as the control
+/// domain's: 1/16 of the host, within 1–8 GiB (XenServer sizes dom0's memory from the host's the same way).
 pub fn dom0_memory(total: i64) -> i64 {
     const GIB: i64 = 1 << 30;
     (total / 16).clamp(GIB, 8 * GIB).min(total)
 }
 
 /// Brings the facts that change between starts up to date.
-fn refresh(store: &Store, facts: &HostFacts, host: &str) -> Result<(), DbError> {
+fn refresh(store: &Store, facts: &HostFacts, host: &str, reserve: i64) -> Result<(), DbError> {
     let host_c = class("host");
     let metrics_c = class("host_metrics");
     let row = store.get(host_c, host)?;
@@ -271,6 +279,21 @@ fn refresh(store: &Store, facts: &HostFacts, host: &str) -> Result<(), DbError> 
             f[field(host_c, "hostname")] = Value::Str(facts.hostname.clone());
             f[field(host_c, "cpu_info")] = cpu_info(facts);
         })?;
+        let dom0 = row.fields[field(host_c, "control_domain")].as_str().unwrap_or_default().to_string();
+        let vm_c = class("VM");
+        if store.exists(vm_c, &dom0) {
+            tx.update(vm_c, &dom0, |f| {
+                for name in [
+                    "memory_static_max",
+                    "memory_dynamic_max",
+                    "memory_dynamic_min",
+                    "memory_static_min",
+                    "memory_target",
+                ] {
+                    f[field(vm_c, name)] = Value::Int(reserve);
+                }
+            })?;
+        }
         if store.exists(metrics_c, &metrics) {
             tx.update(metrics_c, &metrics, |f| {
                 f[field(metrics_c, "memory_total")] = Value::Int(facts.memory_total_bytes);

@@ -8,12 +8,14 @@ pub mod auth;
 pub mod bootstrap;
 mod classes;
 pub mod coerce;
+mod console;
 pub mod db;
 pub mod dispatch;
 pub mod encode;
 pub mod error;
 pub mod events;
 mod generic;
+pub mod hv;
 pub mod rpc;
 pub mod state;
 pub mod tasks;
@@ -38,6 +40,7 @@ pub struct Config {
     /// The root password for a first start; `None`: generate one into `DATA_DIR/root-password`.
     pub root_password: Option<String>,
     pub settings: Settings,
+    pub hv: hv::HvConfig,
 }
 
 /// The store inside a data directory.
@@ -56,8 +59,20 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
         Some(p) => bootstrap::RootPassword::Given(p.clone()),
         None => bootstrap::RootPassword::Generate(config.data_dir.join("root-password")),
     };
-    let (host, pool) = bootstrap::run(&store, &facts, password)?;
-    Ok(Arc::new(State::new(store, config.settings.clone(), host, pool)))
+    let reserve = config.hv.host_memory_reserve.map(|r| r as i64);
+    let (host, pool) = bootstrap::run(&store, &facts, password, reserve)?;
+    let hv = hv::Hypervisor::new(config.hv.clone(), &config.data_dir);
+    Ok(Arc::new(State::new(store, config.settings.clone(), host, pool, hv)))
+}
+
+/// Connects to the hypervisor (if the daemon has one) and brings the store in line with it; a libvirt that is not
+/// there yet is retried by the first lifecycle call.
+pub fn connect_hypervisor(state: &Arc<State>) {
+    if state.hv.config.libvirt_uri.is_some()
+        && let Err(e) = state.hv.agent(state)
+    {
+        tracing::warn!(error = %e.description().join(" "), "libvirt is not reachable yet; VM operations will retry");
+    }
 }
 
 impl Connected<IncomingStream<'_, TcpListener>> for Peer {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! xapi-server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--socket PATH] [--libvirt-uri URI]
-//!             [--root-password-file FILE]
+//!             [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
 //! ```
 
 use std::net::SocketAddr;
@@ -10,7 +10,21 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use xapi_server::hv::HvConfig;
 use xapi_server::{Config, Settings};
+
+/// The URL clients reach the plain-HTTP listener at (for console locations): the listen address, or this host's
+/// address when listening on every interface.
+fn http_base(http: &str) -> String {
+    match http.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip = host_agent::facts::read().map(|f| f.address).unwrap_or_else(|_| "127.0.0.1".into());
+            format!("http://{ip}:{}", a.port())
+        }
+        Ok(a) => format!("http://{a}"),
+        Err(_) => "http://127.0.0.1".into(),
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "xapi-server", version, about = "A XenAPI-compatible toolstack daemon")]
@@ -27,9 +41,19 @@ struct Args {
     /// Unix socket on which local root needs no password (default DATA_DIR/xapi; XenServer: /var/lib/xcp/xapi).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// The libvirt connection VMs run on (used from the VM lifecycle on).
+    /// The libvirt connection VMs run on (`none`: run without a hypervisor).
     #[arg(long, default_value = "qemu:///system")]
     libvirt_uri: String,
+    /// KVM or QEMU's software emulation: `auto` uses KVM only if the CPU has vmx/svm and /dev/kvm opens.
+    #[arg(long, default_value = "auto")]
+    accel: host_agent::accel::AccelChoice,
+    /// Memory kept for the host itself, in MiB (shown as the control domain's; default: 1/16 of the host's memory
+    /// within 1–8 GiB, as XenServer sizes dom0).
+    #[arg(long)]
+    host_memory_reserve: Option<u64>,
+    /// How long VM.clean_shutdown and clean_reboot wait for the guest, in seconds.
+    #[arg(long, default_value_t = 120)]
+    clean_shutdown_timeout: u64,
     /// A file holding the root password, read on first start only (else $XAPI_ROOT_PASSWORD, else generated
     /// into DATA_DIR/root-password).
     #[arg(long)]
@@ -71,10 +95,18 @@ async fn main() -> anyhow::Result<()> {
         settings: Settings {
             session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
             tombstone_limit: args.event_tombstones,
+            http_base: http_base(&args.http),
+        },
+        hv: HvConfig {
+            libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),
+            accel: args.accel,
+            host_memory_reserve: args.host_memory_reserve.map(|m| m << 20),
+            clean_shutdown_timeout: std::time::Duration::from_secs(args.clean_shutdown_timeout),
         },
     };
     let state = tokio::task::spawn_blocking(move || xapi_server::open(&config)).await??;
-    tracing::info!(libvirt_uri = args.libvirt_uri, "libvirt connection (used by the VM lifecycle, not yet)");
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || xapi_server::connect_hypervisor(&st)).await?;
     xapi_server::spawn_reaper(state.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{MethodFilter, on, post};
 use xapi_types::wire::{Call, Sink, jsonrpc, xmlrpc};
 
 use crate::dispatch::{self, Reply};
@@ -27,6 +27,7 @@ pub fn app(state: Arc<State>) -> Router {
     Router::new()
         .route("/jsonrpc", post(json_handler).options(preflight))
         .route("/json", post(json_handler).options(preflight))
+        .route("/console", on(MethodFilter::CONNECT, crate::console::handler).post(console_post))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -48,6 +49,15 @@ async fn fallback(AxState(state): AxState<Arc<State>>, ConnectInfo(peer): Connec
         }
         _ => (StatusCode::NOT_FOUND, "no handler for this path\n").into_response(),
     }
+}
+
+/// `POST /console` is still XML-RPC (xapi routes by longest prefix only for the handlers it has).
+async fn console_post(
+    AxState(state): AxState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Response {
+    xml_handler(state, peer, body).await
 }
 
 async fn preflight() -> Response {

@@ -9,6 +9,7 @@ use xapi_types::model;
 use crate::db::{Ref, Store};
 use crate::error::ApiError;
 use crate::events::Registrations;
+use crate::hv::Hypervisor;
 use crate::tasks::Running;
 
 /// Settings that are not XenAPI objects.
@@ -19,6 +20,8 @@ pub struct Settings {
     /// How many deletions are kept for event clients; one whose token is older than the oldest kept gets
     /// `EVENTS_LOST`.
     pub tombstone_limit: usize,
+    /// The URL clients reach the daemon at (`http://ADDR:PORT`), for console locations.
+    pub http_base: String,
 }
 
 impl Default for Settings {
@@ -26,6 +29,7 @@ impl Default for Settings {
         Settings {
             session_idle_timeout: Duration::from_secs(24 * 3600),
             tombstone_limit: crate::db::DEFAULT_TOMBSTONE_LIMIT,
+            http_base: "http://127.0.0.1".into(),
         }
     }
 }
@@ -59,12 +63,14 @@ pub struct State {
     pub tasks: Running,
     /// Sessions registered for the legacy `event.next`.
     pub registrations: Registrations,
+    /// The hypervisor VMs run on.
+    pub hv: Hypervisor,
     /// Set when the daemon stops: waiting event calls answer at once instead of holding the shutdown up.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
-    pub fn new(store: Store, settings: Settings, host: Ref, pool: Ref) -> State {
+    pub fn new(store: Store, settings: Settings, host: Ref, pool: Ref, hv: Hypervisor) -> State {
         let now = Instant::now();
         let session = model::class("session").expect("session class");
         let activity = store.all(session).into_iter().map(|(r, _)| (r, now)).collect();
@@ -76,6 +82,7 @@ impl State {
             activity: Mutex::new(activity),
             tasks: Running::default(),
             registrations: Registrations::default(),
+            hv,
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -94,6 +101,17 @@ impl State {
             }
             None => Err(ApiError::session_invalid(r)),
         }
+    }
+
+    /// This host's UUID (the owner of its libvirt domains).
+    pub fn host_uuid(&self) -> String {
+        let host = model::class("host").expect("host class");
+        let (ui, _) = host.field("uuid").expect("host.uuid");
+        self.store
+            .get(host, &self.host)
+            .ok()
+            .and_then(|r| r.fields[ui].as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Tells waiting calls that the daemon is stopping.

@@ -131,6 +131,15 @@ pub fn select(
         Some((_, uuid)) => vec![by_uuid(client, class, uuid)?],
         None => all_records(client, class)?,
     };
+    // As in xe, the VM commands leave templates and snapshots out unless asked for them (or given a uuid).
+    let mut selectors = selectors.to_vec();
+    if class.name == "VM" && !selectors.iter().any(|(k, _)| k == "uuid") {
+        for hidden in ["is-a-template", "is-a-snapshot"] {
+            if !selectors.iter().any(|(k, _)| k == hidden) {
+                selectors.push((hidden.to_string(), "false".to_string()));
+            }
+        }
+    }
     for (name, want) in selectors.iter().filter(|(k, _)| k != "uuid") {
         let mut kept = Vec::with_capacity(objects.len());
         for (r, record) in objects {

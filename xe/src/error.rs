@@ -36,6 +36,16 @@ fn sentence(code: &str) -> Option<&'static str> {
             "You tried to call a method that does not exist. The method name that you used is echoed."
         }
         "MAP_DUPLICATE_KEY" => "You tried to add a key-value pair to a map, but that key is already there.",
+        "VM_BAD_POWER_STATE" => {
+            "You attempted an operation on a VM that was not in an appropriate power state at the time; for example, \
+             you attempted to start a VM that was already running. The parameters returned are the VM's handle, and \
+             the expected and actual VM state at the time of the call."
+        }
+        "OTHER_OPERATION_IN_PROGRESS" => "Another operation involving the object is currently in progress",
+        "OPERATION_NOT_ALLOWED" => "You attempted an operation that was not allowed.",
+        "VM_IS_TEMPLATE" => "The operation attempted is not valid for a template VM",
+        "HOST_NOT_ENOUGH_FREE_MEMORY" => "Not enough server memory is available to perform this operation.",
+        "VM_SHUTDOWN_TIMEOUT" => "VM failed to shutdown before the timeout expired",
         _ => return None,
     })
 }

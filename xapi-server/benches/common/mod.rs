@@ -201,6 +201,11 @@ impl Daemon {
     /// The real `xapi-server` in a fresh data dir (a temporary directory named `prefix…` under `target/tmp`), on a
     /// free loopback port, once it listens.
     pub fn start(prefix: &str) -> Daemon {
+        Daemon::start_with(prefix, &["--libvirt-uri", "none"])
+    }
+
+    /// [`Daemon::start`] with more command-line arguments.
+    pub fn start_with(prefix: &str, extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -213,6 +218,7 @@ impl Daemon {
             .arg(dir.path().join("data"))
             .arg("--http")
             .arg(addr.to_string())
+            .args(extra_args)
             .arg("--socket")
             .arg(dir.path().join("xapi"))
             .env("XAPI_ROOT_PASSWORD", PASSWORD)

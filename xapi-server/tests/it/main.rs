@@ -7,3 +7,4 @@ mod events;
 mod persistence;
 mod rpc;
 mod support;
+mod vm;

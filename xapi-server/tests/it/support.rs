@@ -28,6 +28,11 @@ pub fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Ht
     Http { status: resp.status().as_u16(), content_type, body: resp.body_mut().read_to_string().unwrap() }
 }
 
+/// libvirt's test driver on a host of our own (8 GiB, 4 CPUs): private to the connection that opens it.
+pub fn test_driver_uri() -> String {
+    format!("test://{}/tests/data/testdriver-node.xml", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The real `xapi-server` binary, started on a free loopback port with its own data dir.
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -42,11 +47,17 @@ impl Daemon {
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Daemon {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // A private libvirt test-driver host per daemon (fresh and empty on every start), unless the test says.
+        let mut hypervisor = vec!["--libvirt-uri".to_string(), test_driver_uri(), "--accel".into(), "tcg".into()];
+        if extra_args.contains(&"--libvirt-uri") {
+            hypervisor.clear();
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--http")
             .arg(addr.to_string())
+            .args(&hypervisor)
             .args(extra_args)
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,375 @@
+//! The agent: one libvirt connection, the domains this daemon owns, and their lifecycle events.
+//!
+//! Domains are **transient** (`virDomainCreateXML`): a domain exists exactly while its VM runs, is paused or is
+//! being saved, so libvirt never holds a stale definition and a stopped guest simply disappears. The toolstack's
+//! store is the truth about configuration; libvirt is the truth about what runs. Every domain carries its owner in
+//! `<metadata>` ([`crate::xml::METADATA_NS`]) and the agent ignores domains that are not its own.
+//!
+//! All calls block (libvirt's API is synchronous); the daemon runs them on its blocking thread pool.
+
+mod ffi;
+
+use std::path::Path;
+use std::sync::Once;
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use crate::accel::{self, AccelChoice, KvmCheck};
+use crate::spec::{Accel, DomainSpec, Target};
+use crate::xml;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// There is no domain with this UUID (or it is not ours).
+    #[error("no domain with UUID {0}")]
+    NoDomain(String),
+    #[error("libvirt: {0}")]
+    Libvirt(String),
+    #[error("cannot connect to libvirt at {uri}: {message}")]
+    Connect { uri: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn libvirt(e: virt::error::Error) -> AgentError {
+    AgentError::Libvirt(e.message().to_owned())
+}
+
+pub type Result<T> = std::result::Result<T, AgentError>;
+
+/// What libvirt says of a domain now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainStatus {
+    pub uuid: String,
+    pub power: Power,
+    /// libvirt's domain id while it runs (Xen's domid; QEMU's sequence number).
+    pub domid: Option<u32>,
+    pub vcpus: u32,
+    /// The memory the guest has now (balloon), bytes.
+    pub memory_actual: u64,
+}
+
+/// libvirt's domain states, folded into what a toolstack needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Power {
+    Running,
+    Paused,
+    /// Crashed and preserved (`on_crash=preserve`): still there, not running.
+    Crashed,
+    /// Shut off but still known to libvirt (a transient domain being torn down).
+    ShutOff,
+}
+
+/// A lifecycle event of one of our domains, as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    pub uuid: String,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Started,
+    Paused,
+    Resumed,
+    /// The guest asked to shut down (the domain is still there for a moment).
+    ShuttingDown,
+    /// The domain stopped; `saved` when it was saved to a file.
+    Stopped {
+        saved: bool,
+        crashed: bool,
+    },
+    Crashed,
+    Other,
+}
+
+impl EventKind {
+    fn from_raw(event: i32, detail: i32) -> EventKind {
+        match event as u32 {
+            sys::VIR_DOMAIN_EVENT_STARTED => EventKind::Started,
+            sys::VIR_DOMAIN_EVENT_SUSPENDED => EventKind::Paused,
+            sys::VIR_DOMAIN_EVENT_RESUMED => EventKind::Resumed,
+            sys::VIR_DOMAIN_EVENT_SHUTDOWN => EventKind::ShuttingDown,
+            sys::VIR_DOMAIN_EVENT_STOPPED => EventKind::Stopped {
+                saved: detail as u32 == sys::VIR_DOMAIN_EVENT_STOPPED_SAVED,
+                crashed: detail as u32 == sys::VIR_DOMAIN_EVENT_STOPPED_CRASHED,
+            },
+            sys::VIR_DOMAIN_EVENT_CRASHED => EventKind::Crashed,
+            _ => EventKind::Other,
+        }
+    }
+}
+
+/// The host as libvirt sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub cpu_model: String,
+    pub cpus: u32,
+    pub mhz: u32,
+    /// Physical memory, bytes.
+    pub memory_total: u64,
+    /// Free memory right now, bytes (the kernel's view; guests' committed memory is the toolstack's business).
+    pub memory_free: u64,
+    pub hypervisor: String,
+    pub libvirt_version: u32,
+}
+
+static EVENT_LOOP: Once = Once::new();
+
+/// libvirt's default event loop, on a thread of its own, registered once per process before any connection opens.
+fn ensure_event_loop() {
+    EVENT_LOOP.call_once(|| {
+        // libvirt prints every error to stderr by default; ours are returned as values and logged where they matter.
+        virt::error::clear_error_callback();
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::error!("libvirt event loop: {}", e.message());
+            return;
+        }
+        std::thread::Builder::new()
+            .name("libvirt-events".into())
+            .spawn(|| {
+                loop {
+                    if let Err(e) = virt::event::event_run_default_impl() {
+                        tracing::warn!("libvirt event loop: {}", e.message());
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            })
+            .expect("spawn the libvirt event thread");
+    });
+}
+
+pub struct Agent {
+    conn: Connect,
+    uri: String,
+    target: Target,
+    kvm: KvmCheck,
+    owner: String,
+}
+
+impl Agent {
+    /// Connects to libvirt at `uri` and manages the domains whose owner is `owner` (the host's UUID).
+    pub fn connect(uri: &str, owner: &str, accel: AccelChoice) -> Result<Agent> {
+        ensure_event_loop();
+        let conn = Connect::open(Some(uri))
+            .map_err(|e| AgentError::Connect { uri: uri.to_owned(), message: e.message().to_owned() })?;
+        let kvm = accel::check_kvm();
+        let target = if uri.starts_with("xen") {
+            Target::Xen
+        } else {
+            Target::Qemu(match accel {
+                AccelChoice::Kvm => Accel::Kvm,
+                AccelChoice::Tcg => Accel::Tcg,
+                AccelChoice::Auto if kvm.usable && !uri.starts_with("test") => Accel::Kvm,
+                AccelChoice::Auto => Accel::Tcg,
+            })
+        };
+        Ok(Agent { conn, uri: uri.to_owned(), target, kvm, owner: owner.to_owned() })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Why KVM was (not) chosen.
+    pub fn kvm_check(&self) -> &KvmCheck {
+        &self.kvm
+    }
+
+    /// The domain XML this agent would create for `spec`.
+    pub fn domain_xml(&self, spec: &DomainSpec) -> String {
+        xml::domain_xml(spec, self.target)
+    }
+
+    pub fn node(&self) -> Result<NodeFacts> {
+        let info = self.conn.node_info().map_err(libvirt)?;
+        // Not every driver knows its free memory (the test driver does not).
+        let free = self.conn.free_memory().unwrap_or(0);
+        Ok(NodeFacts {
+            cpu_model: info.model,
+            cpus: info.cpus,
+            mhz: info.mhz,
+            memory_total: info.memory * 1024,
+            memory_free: free,
+            hypervisor: self.conn.driver_type().unwrap_or_default(),
+            libvirt_version: self.conn.lib_version().unwrap_or_default(),
+        })
+    }
+
+    /// Sends every lifecycle event of our domains to `tx` (from libvirt's event thread) until `tx`'s receiver is
+    /// dropped.
+    pub fn subscribe(&self, tx: mpsc::Sender<DomainEvent>) -> Result<()> {
+        ffi::register_lifecycle(
+            &self.conn,
+            Box::new(move |uuid, event, detail| {
+                let _ = tx.send(DomainEvent { uuid, kind: EventKind::from_raw(event, detail) });
+            }),
+        )
+        .map_err(libvirt)?;
+        Ok(())
+    }
+
+    /// Creates and starts the domain (paused if asked).
+    pub fn start(&self, spec: &DomainSpec, paused: bool) -> Result<DomainStatus> {
+        let xml = self.domain_xml(spec);
+        let flags = if paused { sys::VIR_DOMAIN_START_PAUSED } else { sys::VIR_DOMAIN_NONE };
+        let dom = match self.conn.create_domain_xml(&xml, flags) {
+            Ok(dom) => dom,
+            // A driver that cannot create paused (the test driver) creates running, then pauses at once.
+            Err(e) if paused && e.code().is(ErrorNumber::InvalidArg) => {
+                let dom = self.conn.create_domain_xml(&xml, sys::VIR_DOMAIN_NONE).map_err(libvirt)?;
+                dom.suspend().map_err(libvirt)?;
+                dom
+            }
+            Err(e) => return Err(libvirt(e)),
+        };
+        status_of(&dom, &spec.uuid)
+    }
+
+    /// Our domain with this UUID, if it exists.
+    fn domain(&self, uuid: &str) -> Result<Domain> {
+        match self.conn.lookup_domain_by_uuid_string(uuid) {
+            Ok(dom) if self.is_ours(&dom) => Ok(dom),
+            Ok(_) => Err(AgentError::NoDomain(uuid.to_owned())),
+            Err(e) if e.code().is(ErrorNumber::NoDomain) => Err(AgentError::NoDomain(uuid.to_owned())),
+            Err(e) => Err(libvirt(e)),
+        }
+    }
+
+    fn is_ours(&self, dom: &Domain) -> bool {
+        dom.xml_desc(0).ok().and_then(|x| xml::owner_of(&x)).is_some_and(|o| o == self.owner)
+    }
+
+    /// What libvirt says of the domain now; `None` if it does not exist (the VM is halted or suspended).
+    pub fn status(&self, uuid: &str) -> Result<Option<DomainStatus>> {
+        match self.domain(uuid) {
+            Ok(dom) => match status_of(&dom, uuid) {
+                Ok(s) => Ok(Some(s)),
+                // Gone between the lookup and the question.
+                Err(AgentError::NoDomain(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+            Err(AgentError::NoDomain(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every domain this agent owns.
+    pub fn domains(&self) -> Result<Vec<DomainStatus>> {
+        let doms = self.conn.list_all_domains(0).map_err(libvirt)?;
+        let mut out = Vec::new();
+        for dom in doms.iter().filter(|d| self.is_ours(d)) {
+            if let Ok(uuid) = dom.uuid_string()
+                && let Ok(s) = status_of(dom, &uuid)
+            {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Presses the ACPI power button.
+    pub fn shutdown(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN).map_err(libvirt)
+    }
+
+    /// Asks the guest to reboot (ACPI); with `on_reboot=restart` the domain comes back by itself.
+    pub fn reboot(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.reboot(sys::VIR_DOMAIN_REBOOT_ACPI_POWER_BTN).map_err(libvirt)
+    }
+
+    /// Pulls the plug.
+    pub fn destroy(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.destroy().map_err(libvirt)
+    }
+
+    /// Presses the reset button (the domain keeps running, the guest starts again).
+    pub fn reset(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.reset().map_err(libvirt)
+    }
+
+    pub fn pause(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.suspend().map_err(libvirt)
+    }
+
+    pub fn unpause(&self, uuid: &str) -> Result<()> {
+        self.domain(uuid)?.resume().map_err(libvirt)
+    }
+
+    /// Saves the domain's memory to `path` and stops it.
+    pub fn save(&self, uuid: &str, path: &Path) -> Result<()> {
+        let dom = self.domain(uuid)?;
+        ffi::save(&dom, &path.to_string_lossy()).map_err(libvirt)
+    }
+
+    /// Starts the domain saved in `path` again (paused if asked).
+    pub fn restore(&self, uuid: &str, path: &Path, paused: bool) -> Result<DomainStatus> {
+        let flags = if paused { sys::VIR_DOMAIN_SAVE_PAUSED } else { 0 };
+        self.conn.restore_domain_flags(&path.to_string_lossy(), None, flags).map_err(libvirt)?;
+        let dom = self.domain(uuid)?;
+        status_of(&dom, uuid)
+    }
+
+    /// The loopback TCP port of the domain's VNC server, once QEMU has one.
+    pub fn vnc_port(&self, uuid: &str) -> Result<Option<u16>> {
+        let desc = self.domain(uuid)?.xml_desc(0).map_err(libvirt)?;
+        Ok(vnc_port(&desc))
+    }
+
+    /// The live domain XML (for diagnostics and benchmarks).
+    pub fn live_xml(&self, uuid: &str) -> Result<String> {
+        self.domain(uuid)?.xml_desc(0).map_err(libvirt)
+    }
+}
+
+fn status_of(dom: &Domain, uuid: &str) -> Result<DomainStatus> {
+    let (state, _) = match dom.state() {
+        Ok(s) => s,
+        Err(e) if e.code().is(ErrorNumber::NoDomain) => return Err(AgentError::NoDomain(uuid.to_owned())),
+        Err(e) => return Err(libvirt(e)),
+    };
+    let info = dom.info().map_err(libvirt)?;
+    let power = match state.unwrap_or(DomainState::NoState) {
+        DomainState::Paused | DomainState::PMSuspended => Power::Paused,
+        DomainState::Crashed => Power::Crashed,
+        DomainState::Shutoff => Power::ShutOff,
+        DomainState::Running | DomainState::Blocked | DomainState::Shutdown | DomainState::NoState => Power::Running,
+    };
+    Ok(DomainStatus {
+        uuid: uuid.to_owned(),
+        power,
+        domid: dom.id(),
+        vcpus: info.nr_virt_cpu,
+        memory_actual: info.memory * 1024,
+    })
+}
+
+/// The `port` of the live XML's VNC `<graphics>` element (libvirt writes it once QEMU listens).
+fn vnc_port(live_xml: &str) -> Option<u16> {
+    let start = live_xml.find("<graphics type='vnc'")?;
+    let tag = &live_xml[start..start + live_xml[start..].find('>')?];
+    let port = &tag[tag.find(" port='")? + 7..];
+    port[..port.find('\'')?].parse().ok().filter(|p: &u16| *p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnc_port_is_read_from_the_live_xml() {
+        let x = "<domain><devices><graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1'>";
+        assert_eq!(vnc_port(x), Some(5901));
+        assert_eq!(vnc_port("<graphics type='vnc' port='-1' autoport='yes'>"), None);
+        assert_eq!(vnc_port("<domain/>"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! host-agent's integration tests: domain XML against libvirt's schema, on private test-driver hosts.
+
+mod xml;

@@ -1,0 +1,294 @@
+//! `VM` messages beyond the generic ones: the lifecycle (in `hv::ops`), clone and provision, memory questions,
+//! and the bookkeeping xapi does on create and destroy.
+
+use xapi_types::generated::errors as codes;
+use xapi_types::{Class, Message, Value};
+
+use crate::db::{self, DbError};
+use crate::dispatch::{Ctx, Reply};
+use crate::error::ApiError;
+use crate::generic;
+use crate::hv::ops::{self, Op};
+use crate::hv::rec::{Rec, class, idx, set};
+use crate::hv::{memory, spec};
+
+type Args = Vec<Value>;
+
+fn vm_arg(args: &[Value]) -> &str {
+    args[0].as_str().unwrap_or_default()
+}
+
+fn flag(args: &[Value], i: usize) -> bool {
+    matches!(args.get(i), Some(Value::Bool(true)))
+}
+
+fn task<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {
+    ctx.task.map(|t| &**t.task())
+}
+
+/// The host argument of `*_on` messages: it must be this host.
+fn this_host(ctx: &Ctx<'_>, host: &str) -> Result<(), ApiError> {
+    ctx.state.store.get(class("host"), host)?;
+    Ok(())
+}
+
+pub fn start(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::start(ctx.state, vm_arg(&args), flag(&args, 1), Op::Start, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn start_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    this_host(ctx, args[1].as_str().unwrap_or_default())?;
+    ops::start(ctx.state, vm_arg(&args), flag(&args, 2), Op::StartOn, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn clean_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::clean_shutdown(ctx.state, vm_arg(&args), task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn hard_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::hard_shutdown(ctx.state, vm_arg(&args), task(ctx), Op::HardShutdown)?;
+    Ok(Reply::void())
+}
+
+pub fn shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::shutdown(ctx.state, vm_arg(&args), task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn clean_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::reboot(ctx.state, vm_arg(&args), true, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn hard_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::reboot(ctx.state, vm_arg(&args), false, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn suspend(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::suspend(ctx.state, vm_arg(&args), task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn resume(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::resume(ctx.state, vm_arg(&args), flag(&args, 1), Op::Resume, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn resume_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    this_host(ctx, args[1].as_str().unwrap_or_default())?;
+    ops::resume(ctx.state, vm_arg(&args), flag(&args, 2), Op::ResumeOn, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn pause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::pause(ctx.state, vm_arg(&args), true, task(ctx))?;
+    Ok(Reply::void())
+}
+
+pub fn unpause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    ops::pause(ctx.state, vm_arg(&args), false, task(ctx))?;
+    Ok(Reply::void())
+}
+
+/// `VM.create`: the generic constructor, then what xapi adds: a `VM_metrics` object, a halted power state and
+/// the allowed operations.
+pub fn create(ctx: &Ctx<'_>, c: &'static Class, m: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let reply = generic::run(ctx, c, m, args)?;
+    let Reply::Value(Value::Str(vm)) = &reply else { return Ok(reply) };
+    let (vm_c, metrics_c) = (class("VM"), class("VM_metrics"));
+    let metrics = db::new_ref();
+    let mut mf = db::default_row(metrics_c);
+    set(metrics_c, &mut mf, "uuid", db::new_uuid());
+    ctx.state.store.transaction(|tx| {
+        tx.insert(metrics_c, &metrics, mf)?;
+        tx.update(vm_c, vm, |f| {
+            set(vm_c, f, "metrics", metrics.clone());
+            set(vm_c, f, "power_state", "Halted");
+            set(vm_c, f, "domid", -1i64);
+            let a = ops::allowed(Rec::new(vm_c, f));
+            set(vm_c, f, "allowed_operations", a);
+        })
+    })?;
+    Ok(reply)
+}
+
+/// `VM.destroy`: only a halted VM (or a template); its metrics, consoles, VIFs and VBDs go with it (its disks stay).
+pub fn destroy(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vm = vm_arg(&args).to_string();
+    let running = ops::begin(ctx.state, &vm, Op::Destroy, task(ctx))?;
+    let vm_c = class("VM");
+    let row = ctx.state.store.get(vm_c, &vm)?;
+    let rec = Rec::new(vm_c, &row.fields);
+    let mut owned: Vec<(&str, String)> = Vec::new();
+    for (field, cls) in [("metrics", "VM_metrics"), ("guest_metrics", "VM_guest_metrics")] {
+        if let Some(r) = rec.reference(field) {
+            owned.push((cls, r.to_string()));
+        }
+    }
+    for (field, cls) in [("consoles", "console"), ("VIFs", "VIF"), ("VBDs", "VBD")] {
+        owned.extend(rec.refs(field).into_iter().map(|r| (cls, r.to_string())));
+    }
+    ctx.state.store.transaction(|tx| {
+        for (cls, r) in &owned {
+            if ctx.state.store.exists(class(cls), r) {
+                tx.delete(class(cls), r)?;
+            }
+        }
+        tx.delete(vm_c, &vm)
+    })?;
+    drop(running);
+    Ok(Reply::void())
+}
+
+/// `VM.clone`: a new halted VM (or template) with the same configuration and a copy of its VIFs. Disks are cloned
+/// by the storage layer, which is not there yet: a VM with disks answers `NOT_IMPLEMENTED`.
+pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vm = vm_arg(&args).to_string();
+    let new_name = args[1].as_str().unwrap_or_default().to_string();
+    let running = ops::begin(ctx.state, &vm, Op::Clone, task(ctx))?;
+    let (vm_c, vif_c, vbd_c, metrics_c) = (class("VM"), class("VIF"), class("VBD"), class("VM_metrics"));
+    let row = ctx.state.store.get(vm_c, &vm)?;
+    let src = Rec::new(vm_c, &row.fields);
+    let store = &ctx.state.store;
+    if src.refs("VBDs").iter().any(|v| store.get(vbd_c, v).is_ok_and(|b| !Rec::new(vbd_c, &b.fields).bool("empty"))) {
+        return Err(ApiError::not_implemented("VM.clone of a VM with disks (needs the storage repositories)"));
+    }
+    let (new, metrics) = (db::new_ref(), db::new_ref());
+    let mut f = row.fields.clone();
+    set(vm_c, &mut f, "uuid", db::new_uuid());
+    set(vm_c, &mut f, "name_label", new_name);
+    set(vm_c, &mut f, "is_default_template", false);
+    set(vm_c, &mut f, "power_state", "Halted");
+    set(vm_c, &mut f, "resident_on", xapi_types::value::NULL_REF);
+    set(vm_c, &mut f, "domid", -1i64);
+    set(vm_c, &mut f, "current_operations", Value::Struct(vec![]));
+    set(vm_c, &mut f, "consoles", Value::Array(vec![]));
+    set(vm_c, &mut f, "VBDs", Value::Array(vec![]));
+    set(vm_c, &mut f, "metrics", metrics.clone());
+    set(vm_c, &mut f, "guest_metrics", xapi_types::value::NULL_REF);
+    set(vm_c, &mut f, "memory_overhead", 0i64);
+    let mut vifs = Vec::new();
+    for v in src.refs("VIFs") {
+        let Ok(vrow) = store.get(vif_c, v) else { continue };
+        let mut vf = vrow.fields.clone();
+        set(vif_c, &mut vf, "uuid", db::new_uuid());
+        set(vif_c, &mut vf, "VM", new.clone());
+        set(vif_c, &mut vf, "currently_attached", false);
+        if Rec::new(vif_c, &vrow.fields).bool("MAC_autogenerated") {
+            set(vif_c, &mut vf, "MAC", random_mac());
+        }
+        vifs.push((db::new_ref(), vf));
+    }
+    set(vm_c, &mut f, "VIFs", Value::Array(vifs.iter().map(|(r, _)| Value::str(r.clone())).collect()));
+    let allowed = ops::allowed(Rec::new(vm_c, &f));
+    f[idx(vm_c, "allowed_operations")] = allowed;
+    let mut mf = db::default_row(metrics_c);
+    set(metrics_c, &mut mf, "uuid", db::new_uuid());
+    store.transaction(|tx| {
+        tx.insert(metrics_c, &metrics, mf)?;
+        tx.insert(vm_c, &new, f)?;
+        for (r, vf) in vifs {
+            tx.insert(vif_c, &r, vf)?;
+        }
+        Ok::<_, DbError>(())
+    })?;
+    drop(running);
+    Ok(Reply::Value(Value::Str(new)))
+}
+
+fn random_mac() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    // Locally administered, unicast.
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5])
+}
+
+/// `VM.provision`: a template becomes a VM; the disks of its provision spec (`other_config:disks`) are created on
+/// its SR. Creating disks needs the storage repositories, which are not there yet: a spec with disks answers
+/// `DEFAULT_SR_NOT_FOUND` when there is no SR to put them on, `NOT_IMPLEMENTED` otherwise.
+pub fn provision(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vm = vm_arg(&args).to_string();
+    let running = ops::begin(ctx.state, &vm, Op::Provision, task(ctx))?;
+    let vm_c = class("VM");
+    let row = ctx.state.store.get(vm_c, &vm)?;
+    let disks = Rec::new(vm_c, &row.fields).map_get("other_config", "disks").unwrap_or_default();
+    if disks.contains("<disk") {
+        let (pool_c, sr_c) = (class("pool"), class("SR"));
+        let pool = ctx.state.store.get(pool_c, &ctx.state.pool)?;
+        let sr = Rec::new(pool_c, &pool.fields).str("default_SR").to_string();
+        if !ctx.state.store.exists(sr_c, &sr) {
+            return Err(ApiError::new(&codes::DEFAULT_SR_NOT_FOUND, [sr]));
+        }
+        return Err(ApiError::not_implemented("VM.provision of disks (needs the storage repositories)"));
+    }
+    ctx.state.store.transaction(|tx| {
+        tx.update(vm_c, &vm, |f| {
+            set(vm_c, f, "is_a_template", false);
+            set(vm_c, f, "is_default_template", false);
+        })
+    })?;
+    drop(running);
+    Ok(Reply::void())
+}
+
+pub fn compute_memory_overhead(
+    ctx: &Ctx<'_>,
+    _: &'static Class,
+    _: &'static Message,
+    args: Args,
+) -> Result<Reply, ApiError> {
+    let vm_c = class("VM");
+    let row = ctx.state.store.get(vm_c, vm_arg(&args))?;
+    let vm = Rec::new(vm_c, &row.fields);
+    Ok(Reply::Value(Value::Int(memory::overhead(vm.int("memory_static_max"), vm.int("VCPUs_max")))))
+}
+
+/// What `VM.start` would refuse on this host, without starting.
+fn can_boot_here(ctx: &Ctx<'_>, vm_ref: &str) -> Result<(), ApiError> {
+    let vm_c = class("VM");
+    let row = ctx.state.store.get(vm_c, vm_ref)?;
+    let vm = Rec::new(vm_c, &row.fields);
+    if vm.bool("is_a_template") {
+        return Err(ApiError::new(&codes::VM_IS_TEMPLATE, [vm_ref]));
+    }
+    spec::build(ctx.state, vm_ref, vm)?;
+    if memory::is_resident(vm) {
+        return Ok(());
+    }
+    let (needed, available) = (memory::need(vm), memory::free(ctx.state));
+    if needed > available {
+        return Err(ApiError::new(
+            &codes::HOST_NOT_ENOUGH_FREE_MEMORY,
+            [needed.to_string(), available.max(0).to_string()],
+        ));
+    }
+    Ok(())
+}
+
+pub fn assert_can_boot_here(
+    ctx: &Ctx<'_>,
+    _: &'static Class,
+    _: &'static Message,
+    args: Args,
+) -> Result<Reply, ApiError> {
+    this_host(ctx, args[1].as_str().unwrap_or_default())?;
+    can_boot_here(ctx, vm_arg(&args))?;
+    Ok(Reply::void())
+}
+
+pub fn get_possible_hosts(
+    ctx: &Ctx<'_>,
+    _: &'static Class,
+    _: &'static Message,
+    args: Args,
+) -> Result<Reply, ApiError> {
+    let hosts = match can_boot_here(ctx, vm_arg(&args)) {
+        Ok(()) => vec![Value::str(&*ctx.state.host)],
+        Err(e) if e.code == "HANDLE_INVALID" => return Err(e),
+        Err(_) => vec![],
+    };
+    Ok(Reply::Value(Value::Array(hosts)))
+}

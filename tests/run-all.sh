@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: every Rust test of the workspace, then the real clients (Python XenAPI SDK, Xen
-# Orchestra's xen-api) against a freshly started daemon on loopback.
+# The whole test suite: every Rust test of the workspace; real QEMU guests booted through the daemon with the
+# Python SDK (libvirtd started here if it is not running, and stopped again if it was started here); then the real
+# clients (Python XenAPI SDK, Xen Orchestra's xen-api) against a freshly started daemon on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked -p xapi-server
 cargo test --locked --workspace
+
+# Real guests: libvirtd (no systemd needed), the tiny guest, the lifecycle suite.
+libvirt_state="$PWD/target/libvirt-state"
+tests/libvirt/start.sh "$libvirt_state"
+stop_libvirt() { tests/libvirt/stop.sh "$libvirt_state" || true; }
+trap stop_libvirt EXIT
+guests_status=0
+tests/guests/run.sh || guests_status=$?
 
 # The real clients against a real daemon, in a data dir of its own, on a free loopback port.
 data_dir="$(mktemp -d)"
@@ -17,6 +26,7 @@ daemon=$!
 cleanup() {
   kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
   rm -rf "$data_dir"
+  stop_libvirt
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do
@@ -29,5 +39,9 @@ tests/clients/run.sh "http://127.0.0.1:$port" root "$password" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "--- daemon log"
   tail -n 50 "$data_dir/daemon.log"
+fi
+if [[ $guests_status -ne 0 ]]; then
+  echo "the real-guest suite (tests/guests/run.sh) failed"
+  status=1
 fi
 exit $status

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod encode;
 pub mod error;
 pub mod events;
+pub mod front;
 mod generic;
 pub mod hv;
 pub mod rpc;
@@ -30,6 +31,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, UnixListener};
 
+use front::Front;
 pub use rpc::app;
 pub use state::{Peer, Settings, State};
 
@@ -68,25 +70,38 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
 /// Connects to the hypervisor (if the daemon has one) and brings the store in line with it; a libvirt that is not
 /// there yet is retried by the first lifecycle call.
 pub fn connect_hypervisor(state: &Arc<State>) {
-    if state.hv.config.libvirt_uri.is_some()
-        && let Err(e) = state.hv.agent(state)
-    {
-        tracing::warn!(error = %e.description().join(" "), "libvirt is not reachable yet; VM operations will retry");
+    // `host_metrics.memory_free` is the admission arithmetic's free memory, with or without a hypervisor.
+    if let Err(e) = hv::power::refresh_memory_free(state) {
+        tracing::warn!(error = %e, "could not compute the host's free memory");
     }
+    if state.hv.config.libvirt_uri.is_none() {
+        return;
+    }
+    if let Err(e) = state.hv.agent(state) {
+        tracing::warn!(error = %e.description().join(" "), "libvirt is not reachable yet; retrying every 5 s");
+    }
+    // Every 5 s: a connection that died (libvirtd restarted) is made again, and the store reconciled with it.
+    let st = state.clone();
+    let _ = std::thread::Builder::new().name("libvirt-watch".into()).spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let _ = st.hv.agent(&st);
+        }
+    });
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Peer {
+impl Connected<IncomingStream<'_, Front<TcpListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Front<TcpListener>>) -> Peer {
         // Every accepted connection passes here once: without TCP_NODELAY, the last partial segment of a streamed
         // answer waits ~40 ms for the client's delayed ACK.
-        let _ = stream.io().set_nodelay(true);
+        let _ = stream.io().inner().set_nodelay(true);
         Peer::Tcp(*stream.remote_addr())
     }
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
-        Peer::Unix { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+impl Connected<IncomingStream<'_, Front<UnixListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Front<UnixListener>>) -> Peer {
+        Peer::Unix { uid: stream.io().inner().peer_cred().ok().map(|c| c.uid()) }
     }
 }
 
@@ -98,11 +113,13 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: Listener,
-    L::Addr: std::fmt::Debug,
-    Peer: for<'a> Connected<IncomingStream<'a, L>>,
+    L::Io: front::PeerOf<Addr = L::Addr>,
+    L::Addr: Clone + Sync + std::fmt::Debug + 'static,
+    Peer: for<'a> Connected<IncomingStream<'a, Front<L>>>,
 {
+    let front = Front::new(listener, state.clone())?;
     let app = app(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(front, app).with_graceful_shutdown(shutdown).await
 }
 
 /// Once a minute (or as often as the session timeout needs): destroys sessions idle longer than the timeout, and

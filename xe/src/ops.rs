@@ -36,6 +36,18 @@ pub const SPECIALS: &[Special] = &[
         optional: &["uuid", "task", "<field>=<value>", "--multiple"],
         description: "Asks the selected tasks to cancel.",
     },
+    Special {
+        name: "vm-destroy",
+        reqd: &["uuid"],
+        optional: &[],
+        description: "Destroys the VM (it must be halted); its disks are kept.",
+    },
+    Special {
+        name: "vm-install",
+        reqd: &["new-name-label"],
+        optional: &["template", "template-uuid", "template-name-label"],
+        description: "Installs a new VM from a template (VM.clone, then VM.provision) and prints its uuid.",
+    },
     Special { name: "vm-pause", reqd: &[], optional: VM_SELECTORS, description: "Pauses the selected VMs." },
     Special {
         name: "vm-reboot",
@@ -91,6 +103,8 @@ pub fn run(client: &mut Client, special: &Special, args: &Args) -> Result<String
             }
             return Ok(String::new());
         }
+        "vm-install" => return vm_install(client, args),
+        "vm-destroy" => ("VM.destroy", vec![]),
         "vm-start" => ("VM.start", vec![Value::Bool(false), Value::Bool(false)]),
         "vm-shutdown" if force => ("VM.hard_shutdown", vec![]),
         "vm-shutdown" => ("VM.clean_shutdown", vec![]),
@@ -109,6 +123,29 @@ pub fn run(client: &mut Client, special: &Special, args: &Args) -> Result<String
         call_op(client, method, params)?;
     }
     Ok(String::new())
+}
+
+/// `vm-install template=<name-label or uuid> new-name-label=<name>`: the template is cloned and the clone
+/// provisioned (which makes it a VM); prints the new VM's uuid, as xe does.
+fn vm_install(client: &mut Client, args: &Args) -> Result<String, XeError> {
+    let name = args.require("new-name-label")?;
+    let selector = match (args.get("template"), args.get("template-uuid"), args.get("template-name-label")) {
+        (_, Some(uuid), _) => ("uuid".to_string(), uuid.to_string()),
+        (_, _, Some(label)) => ("name-label".to_string(), label.to_string()),
+        (Some(t), _, _) => ("vm".to_string(), t.to_string()),
+        _ => return Err(XeError::Usage("Required parameter not found: template".into())),
+    };
+    let selectors = [selector, ("is-a-template".to_string(), "true".to_string())];
+    let templates = commands::select(client, class("VM"), &selectors)?;
+    let template = match templates.as_slice() {
+        [] => return Err(XeError::Usage("No matching template found".into())),
+        [one] => one.0.clone(),
+        _ => return Err(XeError::Usage("More than one template matches; use template-uuid=".into())),
+    };
+    let vm = call_op(client, "VM.clone", vec![Value::str(template), Value::str(name)])?;
+    call_op(client, "VM.provision", vec![vm.clone()])?;
+    let uuid = client.call("VM.get_uuid", vec![vm])?;
+    Ok(format!("{}\n", uuid.as_str().unwrap_or_default()))
 }
 
 /// `event-wait class= [field=value …] [timeout=]`: follows `event.from` from an empty token (which reports every

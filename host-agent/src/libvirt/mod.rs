@@ -111,7 +111,7 @@ pub struct NodeFacts {
     pub cpu_model: String,
     pub cpus: u32,
     pub mhz: u32,
-    /// Physical memory, bytes.
+    /// Physical memory as libvirt's node info counts it (its NUMA cells), bytes.
     pub memory_total: u64,
     /// Free memory right now, bytes (the kernel's view; guests' committed memory is the toolstack's business).
     pub memory_free: u64,
@@ -158,6 +158,8 @@ impl Agent {
         ensure_event_loop();
         let conn = Connect::open(Some(uri))
             .map_err(|e| AgentError::Connect { uri: uri.to_owned(), message: e.message().to_owned() })?;
+        // Keepalive probes every 5 s (3 unanswered: dead), so that a libvirtd that went away is noticed.
+        let _ = conn.set_keep_alive(5, 3);
         let kvm = accel::check_kvm();
         let target = if uri.starts_with("xen") {
             Target::Xen
@@ -170,6 +172,11 @@ impl Agent {
             })
         };
         Ok(Agent { conn, uri: uri.to_owned(), target, kvm, owner: owner.to_owned() })
+    }
+
+    /// Whether the connection to libvirt still stands (false once libvirtd went away: connect again).
+    pub fn is_alive(&self) -> bool {
+        self.conn.is_alive().unwrap_or(false)
     }
 
     pub fn uri(&self) -> &str {
@@ -277,9 +284,18 @@ impl Agent {
         Ok(out)
     }
 
-    /// Presses the ACPI power button.
+    /// Presses the ACPI power button, for a shutdown that stays a shutdown: the domain's `on_poweroff` is first made
+    /// `destroy` (a guest configured to restart after powering off is still halted when the toolstack asks).
     pub fn shutdown(&self, uuid: &str) -> Result<()> {
-        self.domain(uuid)?.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN).map_err(libvirt)
+        let dom = self.domain(uuid)?;
+        if let Err(e) = dom.set_lifecycle_action(
+            sys::VIR_DOMAIN_LIFECYCLE_POWEROFF,
+            sys::VIR_DOMAIN_LIFECYCLE_ACTION_DESTROY,
+            sys::VIR_DOMAIN_AFFECT_LIVE,
+        ) {
+            tracing::debug!(uuid, error = e.message(), "could not make on_poweroff destroy before a shutdown");
+        }
+        dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN).map_err(libvirt)
     }
 
     /// Asks the guest to reboot (ACPI); with `on_reboot=restart` the domain comes back by itself.
@@ -332,12 +348,12 @@ impl Agent {
 }
 
 fn status_of(dom: &Domain, uuid: &str) -> Result<DomainStatus> {
-    let (state, _) = match dom.state() {
-        Ok(s) => s,
-        Err(e) if e.code().is(ErrorNumber::NoDomain) => return Err(AgentError::NoDomain(uuid.to_owned())),
-        Err(e) => return Err(libvirt(e)),
+    // The domain may go away between any two questions.
+    let gone = |e: virt::error::Error| {
+        if e.code().is(ErrorNumber::NoDomain) { AgentError::NoDomain(uuid.to_owned()) } else { libvirt(e) }
     };
-    let info = dom.info().map_err(libvirt)?;
+    let (state, _) = dom.state().map_err(gone)?;
+    let info = dom.info().map_err(gone)?;
     let power = match state.unwrap_or(DomainState::NoState) {
         DomainState::Paused | DomainState::PMSuspended => Power::Paused,
         DomainState::Crashed => Power::Crashed,

@@ -51,12 +51,13 @@ pub fn total(state: &State) -> i64 {
     state.store.get(metrics_c, &metrics).map(|m| Rec::new(metrics_c, &m.fields).int("memory_total")).unwrap_or(0)
 }
 
-/// The memory kept for the host itself, bytes.
+/// The memory kept for the host itself, bytes: the control domain's (set at start from `--host-memory-reserve`
+/// or [`crate::bootstrap::dom0_memory`]).
 pub fn reserve(state: &State) -> i64 {
-    match state.hv.config.host_memory_reserve {
-        Some(r) => r as i64,
-        None => crate::bootstrap::dom0_memory(total(state)),
-    }
+    let (host, vm_c) = (class("host"), class("VM"));
+    let Ok(h) = state.store.get(host, &state.host) else { return 0 };
+    let dom0 = Rec::new(host, &h.fields).str("control_domain").to_string();
+    state.store.get(vm_c, &dom0).map(|d| Rec::new(vm_c, &d.fields).int("memory_static_max")).unwrap_or(0)
 }
 
 /// Whether a VM's power state holds host memory.

@@ -78,7 +78,11 @@ impl Hypervisor {
     pub fn agent(&self, state: &Arc<State>) -> Result<Arc<Agent>, ApiError> {
         let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = slot.as_ref() {
-            return Ok(a.clone());
+            if a.is_alive() {
+                return Ok(a.clone());
+            }
+            tracing::warn!(uri = a.uri(), "the connection to libvirt was lost; connecting again");
+            *slot = None;
         }
         let Some(uri) = self.config.libvirt_uri.as_deref() else {
             return Err(ApiError::new(
@@ -104,7 +108,13 @@ impl Hypervisor {
                 }
             })
             .map_err(|e| ApiError::internal(format!("cannot start the event thread: {e}")))?;
-        if let Ok(node) = agent.node() {
+        // The host's memory: the kernel's (`/proc/meminfo`, recorded at start) when libvirt runs on this machine —
+        // libvirt's node info counts NUMA cells, which can hold less than the kernel manages — and libvirt's for a
+        // remote host or the test driver's fake one.
+        let remote = uri.split_once("://").is_some_and(|(_, rest)| !rest.starts_with('/'));
+        if (remote || uri.starts_with("test:"))
+            && let Ok(node) = agent.node()
+        {
             power::set_memory_total(state, node.memory_total);
         }
         power::reconcile(state, &agent);

@@ -121,6 +121,16 @@ fn exercise(xe: &Xe, new_name: &str) {
     let templates = xe.ok(&["vm-list", "is-a-template=true", "--minimal"]);
     assert_eq!(templates.trim().split(',').count(), 2, "the default templates: {templates}");
 
+    // vm-install: clone + provision; the new VM is halted and listed; it needs a hypervisor to start.
+    let uuid = xe.ok(&["vm-install", "template=Generic Linux (direct kernel boot)", "new-name-label=xe-vm"]);
+    let uuid = uuid.trim();
+    assert_eq!(uuid.len(), 36, "{uuid:?}");
+    assert_eq!(xe.ok(&["vm-param-get", &format!("uuid={uuid}"), "param-name=power-state"]), "halted\n");
+    assert_eq!(xe.ok(&["vm-list", "name-label=xe-vm", "--minimal"]), format!("{uuid}\n"));
+    let start = xe.run(&["vm-start", "vm=xe-vm"]);
+    assert!(String::from_utf8_lossy(&start.stderr).contains("without a hypervisor"), "{start:?}");
+    xe.ok(&["vm-destroy", &format!("uuid={uuid}")]);
+
     // event-wait: blocks until the pool is renamed, and times out otherwise.
     let waiting = std::thread::scope(|s| {
         let waiter = s.spawn(|| {

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+mod bulk;
 mod classes;
 pub mod coerce;
 mod console;

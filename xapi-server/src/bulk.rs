@@ -1,11 +1,11 @@
-//! Bulk work at low CPU priority: encoding large answers (`get_all_records` of thousands of objects, big event
-//! batches) runs on these threads, at nice 10, never on the threads that accept calls or drive VMs.
+//! Bulk work at the lowest CPU priority: encoding large answers (`get_all_records` of thousands of objects, big
+//! event batches) runs on these threads, at nice 19, never on the threads that accept calls or drive VMs, and each
+//! chunk first gives way to QEMU starting (`priority::yield_to_urgent`, at most [`URGENT_WAIT`]).
 //!
 //! A host's first duty is its guests. Without this, 80 clients looping on `VM.get_all_records` keep both cores
-//! busy encoding XML, and libvirtd and QEMU (at the default priority) get half the CPU they need to start a VM:
-//! `VM.start` took 3.6× as long under that load (xapi took 2m38s in this situation). At nice 10 the encoders get
-//! the CPU nobody else wants: readers of large answers wait a little longer when VMs are starting, and the
-//! control path does not wait for them.
+//! busy encoding XML, and libvirtd and QEMU get a fraction of the CPU they need to start a VM: `VM.start` took
+//! 3.6× as long under that load (xapi took 2m38s in this situation); see `docs/benchmarks.md`. Readers of large
+//! answers wait a little longer while VMs start; the control path does not wait for them.
 //!
 //! Each job is one chunk of an answer; the stream that sends the chunks asks for the next only when the connection
 //! has taken the previous one, so a client that stops reading holds no thread.
@@ -15,8 +15,11 @@ use std::sync::{Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The longest a chunk waits for urgent hypervisor calls to finish (see `priority::yield_to_urgent`).
+pub const URGENT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The niceness of the bulk threads.
-pub const NICE: i32 = 10;
+pub const NICE: i32 = 19;
 
 static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
 
@@ -53,6 +56,7 @@ fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
+        crate::priority::yield_to_urgent(URGENT_WAIT);
         let _ = tx.send(f());
     });
     pool().lock().unwrap_or_else(|e| e.into_inner()).send(job).expect("the bulk workers live as long as the process");

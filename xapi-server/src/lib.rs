@@ -18,6 +18,7 @@ pub mod events;
 pub mod front;
 mod generic;
 pub mod hv;
+pub mod priority;
 pub mod rpc;
 pub mod state;
 pub mod tasks;

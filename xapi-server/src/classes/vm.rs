@@ -1,6 +1,8 @@
 //! `VM` messages beyond the generic ones: the lifecycle (in `hv::ops`), clone and provision, memory questions,
 //! and the bookkeeping xapi does on create and destroy.
 
+use std::sync::Arc;
+
 use xapi_types::generated::errors as codes;
 use xapi_types::{Class, Message, Value};
 
@@ -11,6 +13,7 @@ use crate::generic;
 use crate::hv::ops::{self, Op};
 use crate::hv::rec::{Rec, class, idx, set};
 use crate::hv::{memory, spec};
+use crate::state::State;
 
 type Args = Vec<Value>;
 
@@ -26,6 +29,16 @@ fn task<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {
     ctx.task.map(|t| &**t.task())
 }
 
+/// Runs a lifecycle operation on a control thread (`priority`): VM operations do not wait behind API work.
+fn on_control(
+    ctx: &Ctx<'_>,
+    f: impl FnOnce(&Arc<State>, Option<&str>) -> Result<(), ApiError> + Send + 'static,
+) -> Result<Reply, ApiError> {
+    let (st, task) = (ctx.state.clone(), task(ctx).map(str::to_string));
+    crate::priority::control(move || f(&st, task.as_deref()))?;
+    Ok(Reply::void())
+}
+
 /// The host argument of `*_on` messages: it must be this host.
 fn this_host(ctx: &Ctx<'_>, host: &str) -> Result<(), ApiError> {
     ctx.state.store.get(class("host"), host)?;
@@ -33,65 +46,65 @@ fn this_host(ctx: &Ctx<'_>, host: &str) -> Result<(), ApiError> {
 }
 
 pub fn start(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::start(ctx.state, vm_arg(&args), flag(&args, 1), Op::Start, task(ctx))?;
-    Ok(Reply::void())
+    let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 1));
+    on_control(ctx, move |st, t| ops::start(st, &vm, paused, Op::Start, t))
 }
 
 pub fn start_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     this_host(ctx, args[1].as_str().unwrap_or_default())?;
-    ops::start(ctx.state, vm_arg(&args), flag(&args, 2), Op::StartOn, task(ctx))?;
-    Ok(Reply::void())
+    let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 2));
+    on_control(ctx, move |st, t| ops::start(st, &vm, paused, Op::StartOn, t))
 }
 
 pub fn clean_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::clean_shutdown(ctx.state, vm_arg(&args), task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::clean_shutdown(st, &vm, t))
 }
 
 pub fn hard_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::hard_shutdown(ctx.state, vm_arg(&args), task(ctx), Op::HardShutdown)?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::hard_shutdown(st, &vm, t, Op::HardShutdown))
 }
 
 pub fn shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::shutdown(ctx.state, vm_arg(&args), task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::shutdown(st, &vm, t))
 }
 
 pub fn clean_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::reboot(ctx.state, vm_arg(&args), true, task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::reboot(st, &vm, true, t))
 }
 
 pub fn hard_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::reboot(ctx.state, vm_arg(&args), false, task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::reboot(st, &vm, false, t))
 }
 
 pub fn suspend(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::suspend(ctx.state, vm_arg(&args), task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::suspend(st, &vm, t))
 }
 
 pub fn resume(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::resume(ctx.state, vm_arg(&args), flag(&args, 1), Op::Resume, task(ctx))?;
-    Ok(Reply::void())
+    let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 1));
+    on_control(ctx, move |st, t| ops::resume(st, &vm, paused, Op::Resume, t))
 }
 
 pub fn resume_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     this_host(ctx, args[1].as_str().unwrap_or_default())?;
-    ops::resume(ctx.state, vm_arg(&args), flag(&args, 2), Op::ResumeOn, task(ctx))?;
-    Ok(Reply::void())
+    let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 2));
+    on_control(ctx, move |st, t| ops::resume(st, &vm, paused, Op::ResumeOn, t))
 }
 
 pub fn pause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::pause(ctx.state, vm_arg(&args), true, task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::pause(st, &vm, true, t))
 }
 
 pub fn unpause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    ops::pause(ctx.state, vm_arg(&args), false, task(ctx))?;
-    Ok(Reply::void())
+    let vm = vm_arg(&args).to_string();
+    on_control(ctx, move |st, t| ops::pause(st, &vm, false, t))
 }
 
 /// `VM.create`: the generic constructor, then what xapi adds: a `VM_metrics` object, a halted power state and

@@ -36,7 +36,7 @@ pub fn need(vm: Rec<'_>) -> i64 {
 }
 
 /// What a resident guest holds: its need as recorded when it started.
-fn held(vm: Rec<'_>) -> i64 {
+pub fn held(vm: Rec<'_>) -> i64 {
     let recorded = vm.int("memory_overhead");
     vm.int("memory_static_max")
         + if recorded > 0 { recorded } else { overhead(vm.int("memory_static_max"), vm.int("VCPUs_max")) }
@@ -104,4 +104,11 @@ pub fn release(state: &State, vm: &str) {
 /// `memory_free` for `host_metrics`, as a value.
 pub fn free_value(state: &State) -> Value {
     Value::Int(free(state).max(0))
+}
+
+/// `free` as it will be once `vm` holds `held` bytes (0: not resident) and no longer needs a promise: for the
+/// transaction that changes the VM's residence.
+pub fn free_after(state: &State, vm: &str, held: i64) -> Value {
+    let promised: i64 = state.hv.admission().iter().filter(|(r, _)| &***r != vm).map(|(_, n)| *n as i64).sum();
+    Value::Int((total(state) - reserve(state) - resident(state, Some(vm)) - promised - held).max(0))
 }

@@ -246,7 +246,7 @@ pub fn start(state: &Arc<State>, vm_ref: &str, paused: bool, op: Op, task: Optio
     let spec = spec::build(state, vm_ref, vm)?;
     let _promise = admit(state, vm_ref, vm)?;
     prepare_run_dirs(state)?;
-    let status = agent.start(&spec, paused).map_err(agent_error)?;
+    let status = crate::priority::urgent(|| agent.start(&spec, paused)).map_err(agent_error)?;
     power::apply(state, vm_ref, Some(&status))?;
     drop(running);
     Ok(())
@@ -326,7 +326,7 @@ pub fn reboot(state: &Arc<State>, vm_ref: &str, clean: bool, task: Option<&str>)
     } else {
         destroy_domain(state, &agent, &running.uuid)?;
     }
-    match agent.start(&spec, false) {
+    match crate::priority::urgent(|| agent.start(&spec, false)) {
         Ok(status) => power::apply(state, vm_ref, Some(&status))?,
         Err(e) => {
             power::apply(state, vm_ref, None)?;
@@ -359,7 +359,7 @@ pub fn resume(state: &Arc<State>, vm_ref: &str, paused: bool, op: Op, task: Opti
     let f = vm_row(state, vm_ref)?;
     let _promise = admit(state, vm_ref, Rec::new(class("VM"), &f))?;
     let image = state.hv.suspend_image(&running.uuid);
-    let status = agent.restore(&running.uuid, &image, paused).map_err(agent_error)?;
+    let status = crate::priority::urgent(|| agent.restore(&running.uuid, &image, paused)).map_err(agent_error)?;
     std::fs::remove_file(&image).map_err(|e| ApiError::internal(format!("{}: {e}", image.display())))?;
     power::apply(state, vm_ref, Some(&status))?;
     Ok(())

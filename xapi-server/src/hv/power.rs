@@ -49,6 +49,7 @@ pub fn apply(state: &State, vm_ref: &str, status: Option<&DomainStatus>) -> Resu
     let host = state.host.to_string();
     let base = state.settings.http_base.clone();
 
+    let (host_metrics_c, metrics_i) = (class("host_metrics"), idx(host_c, "metrics"));
     state.store.transaction(|tx| {
         let mut new_consoles = None;
         if resident && consoles.is_empty() {
@@ -78,53 +79,71 @@ pub fn apply(state: &State, vm_ref: &str, status: Option<&DomainStatus>) -> Resu
                 m
             }
         };
-        tx.update(vm_c, vm_ref, |f| {
-            set(vm_c, f, "power_state", new_state);
-            set(vm_c, f, "resident_on", if resident { host.as_str() } else { NULL_REF });
-            set(vm_c, f, "domid", status.filter(|_| resident).and_then(|s| s.domid).map_or(-1, i64::from));
-            set(vm_c, f, "metrics", metrics_ref.clone());
-            if let Some(c) = new_consoles {
-                set(vm_c, f, "consoles", Value::Array(c));
-            }
-            if resident && !was_resident {
-                let overhead =
-                    memory::overhead(Rec::new(vm_c, f).int("memory_static_max"), Rec::new(vm_c, f).int("VCPUs_max"));
-                set(vm_c, f, "memory_overhead", overhead);
-            }
-            let allowed = ops::allowed(Rec::new(vm_c, f));
-            set(vm_c, f, "allowed_operations", allowed);
-        })?;
-        tx.update(metrics_c, &metrics_ref, |f| {
-            match status.filter(|_| resident) {
-                Some(s) => {
-                    set(metrics_c, f, "VCPUs_number", i64::from(s.vcpus));
-                    set(metrics_c, f, "memory_actual", s.memory_actual as i64);
-                    if !was_resident {
-                        set(metrics_c, f, "start_time", now.clone());
-                    }
+        // Each row is written only if it changes: an `apply` that finds nothing new commits nothing.
+        let mut f = tx.get(vm_c, vm_ref)?;
+        let mut changed = set(vm_c, &mut f, "power_state", new_state);
+        changed |= set(vm_c, &mut f, "resident_on", if resident { host.as_str() } else { NULL_REF });
+        let domid = status.filter(|_| resident).and_then(|s| s.domid).map_or(-1, i64::from);
+        changed |= set(vm_c, &mut f, "domid", domid);
+        changed |= set(vm_c, &mut f, "metrics", metrics_ref.clone());
+        if let Some(c) = new_consoles {
+            changed |= set(vm_c, &mut f, "consoles", Value::Array(c));
+        }
+        if resident && !was_resident {
+            let r = Rec::new(vm_c, &f);
+            let overhead = memory::overhead(r.int("memory_static_max"), r.int("VCPUs_max"));
+            changed |= set(vm_c, &mut f, "memory_overhead", overhead);
+        }
+        let allowed = ops::allowed(Rec::new(vm_c, &f));
+        changed |= set(vm_c, &mut f, "allowed_operations", allowed);
+        let held = if resident { memory::held(Rec::new(vm_c, &f)) } else { 0 };
+        if changed {
+            tx.update(vm_c, vm_ref, |old| *old = f)?;
+        }
+
+        let mut m = tx.get(metrics_c, &metrics_ref)?;
+        let mut changed = match status.filter(|_| resident) {
+            Some(s) => {
+                let mut c = set(metrics_c, &mut m, "VCPUs_number", i64::from(s.vcpus));
+                c |= set(metrics_c, &mut m, "memory_actual", s.memory_actual as i64);
+                if !was_resident {
+                    c |= set(metrics_c, &mut m, "start_time", now.clone());
                 }
-                None => {
-                    set(metrics_c, f, "VCPUs_number", 0i64);
-                    set(metrics_c, f, "memory_actual", 0i64);
-                }
+                c
             }
-            set(metrics_c, f, "state", Value::Array(vec![Value::str(new_state.to_lowercase())]));
-            set(metrics_c, f, "last_updated", now.clone());
-        })?;
-        tx.update(host_c, &host, |f| {
-            let i = idx(host_c, "resident_VMs");
-            let mut vms: Vec<Value> = f[i].as_array().unwrap_or_default().to_vec();
-            let here = vms.iter().any(|v| v.as_str() == Some(vm_ref));
-            if resident && !here {
+            None => set(metrics_c, &mut m, "VCPUs_number", 0i64) | set(metrics_c, &mut m, "memory_actual", 0i64),
+        };
+        changed |= set(metrics_c, &mut m, "state", Value::Array(vec![Value::str(new_state.to_lowercase())]));
+        if changed {
+            set(metrics_c, &mut m, "last_updated", now.clone());
+            tx.update(metrics_c, &metrics_ref, |old| *old = m)?;
+        }
+
+        let mut h = tx.get(host_c, &host)?;
+        let i = idx(host_c, "resident_VMs");
+        let mut vms: Vec<Value> = h[i].as_array().unwrap_or_default().to_vec();
+        let here = vms.iter().any(|v| v.as_str() == Some(vm_ref));
+        if resident != here {
+            if resident {
                 vms.push(Value::str(vm_ref));
-            } else if !resident && here {
+            } else {
                 vms.retain(|v| v.as_str() != Some(vm_ref));
             }
-            f[i] = Value::Array(vms);
-        })?;
+            h[i] = Value::Array(vms);
+            tx.update(host_c, &host, |old| *old = h.clone())?;
+        }
+
+        // The host's free memory, as it is once this transaction is in (computed inside it: transactions run one
+        // at a time, so the last writer saw the latest state).
+        let hm_ref = h[metrics_i].as_str().unwrap_or_default().to_string();
+        if let Ok(mut hm) = tx.get(host_metrics_c, &hm_ref)
+            && set(host_metrics_c, &mut hm, "memory_free", memory::free_after(state, vm_ref, held))
+        {
+            set(host_metrics_c, &mut hm, "last_updated", now.clone());
+            tx.update(host_metrics_c, &hm_ref, |old| *old = hm)?;
+        }
         Ok::<_, DbError>(())
-    })?;
-    refresh_memory_free(state)
+    })
 }
 
 /// Writes the host's free memory (after a change of residence or of the admission promises).
@@ -135,12 +154,12 @@ pub fn refresh_memory_free(state: &State) -> Result<(), DbError> {
     let now = Value::DateTime(now_datetime());
     state.store.transaction(|tx| {
         // Computed inside the transaction: transactions run one at a time, so the last writer saw the latest state.
-        let free = memory::free_value(state);
-        tx.update(metrics_c, &metrics, |f| {
-            if set(metrics_c, f, "memory_free", free) {
-                set(metrics_c, f, "last_updated", now);
-            }
-        })
+        let mut f = tx.get(metrics_c, &metrics)?;
+        if set(metrics_c, &mut f, "memory_free", memory::free_value(state)) {
+            set(metrics_c, &mut f, "last_updated", now);
+            tx.update(metrics_c, &metrics, |old| *old = f)?;
+        }
+        Ok(())
     })
 }
 

@@ -15,8 +15,9 @@
 //! connection), and `VM.start` and `virsh create` are timed again under that load. The load clients stand for
 //! remote management clients: they run as tasks on one thread at the lowest CPU priority (nice 19), so that they
 //! take as little as possible of the machine's two cores from the daemon, libvirtd and QEMU (on a real host they
-//! run elsewhere). The daemon sets its own threads' priorities (`xapi-server/src/priority.rs`); `virsh create`
-//! under the same load is printed too, to show what the load costs libvirt and QEMU without them.
+//! run elsewhere). While VM operations run, the daemon encodes large answers at low priority
+//! (`xapi-server/src/priority.rs`); `virsh create` under the same load is printed too, to show what the load costs
+//! libvirt and QEMU when nothing gives way to them.
 //!
 //! Figures: medians over all starts of all runs; written to this bench's section of `docs/benchmarks.md`
 //! (`<!-- vm_start:begin -->` … `<!-- vm_start:end -->`). Without `--bench` (as `cargo test --benches` runs it)
@@ -285,7 +286,7 @@ fn main() {
     let _ = writeln!(
         md,
         "\nUnder the same load, `virsh create` of the same XML took {:.0} ms (median; per run {}): what the load costs \
-         libvirt and QEMU when nothing gives way to them. `VM.start` does better because the daemon encodes large \
+         libvirt and QEMU when nothing gives way to them. While a VM operation runs, the daemon encodes large \
          answers at nice 19 and pauses that work while QEMU starts (`xapi-server/src/priority.rs`).",
         median(&flat(|r| &r.virsh_loaded)),
         per_run(|r| &r.virsh_loaded)

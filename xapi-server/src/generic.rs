@@ -117,6 +117,13 @@ fn map_add(ctx: &Ctx<'_>, class: &'static Class, field: usize, args: Vec<Value>)
 
 /// `create(record)`: a new object with the datamodel's defaults, overridden by the constructor fields given.
 fn create(ctx: &Ctx<'_>, class: &'static Class, args: Vec<Value>) -> Result<Reply, ApiError> {
+    let (r, fields) = new_row(ctx, class, args)?;
+    ctx.state.store.transaction(|tx| tx.insert(class, &r, fields))?;
+    Ok(Reply::Value(Value::Str(r)))
+}
+
+/// The ref and row `create(record)` makes, not stored yet (for a class module that adds to what it stores).
+pub fn new_row(ctx: &Ctx<'_>, class: &'static Class, args: Vec<Value>) -> Result<(String, Vec<Value>), ApiError> {
     let Some(Value::Struct(given)) = args.into_iter().next() else {
         return Err(ApiError::field_type("args"));
     };
@@ -130,7 +137,5 @@ fn create(ctx: &Ctx<'_>, class: &'static Class, args: Vec<Value>) -> Result<Repl
     }
     let (ui, _) = class.field("uuid").ok_or_else(|| ApiError::not_implemented(ctx.method))?;
     fields[ui] = Value::Str(db::new_uuid());
-    let r = db::new_ref();
-    ctx.state.store.transaction(|tx| tx.insert(class, &r, fields))?;
-    Ok(Reply::Value(Value::Str(r)))
+    Ok((db::new_ref(), fields))
 }

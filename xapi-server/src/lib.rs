@@ -18,7 +18,7 @@ pub mod events;
 pub mod front;
 mod generic;
 pub mod hv;
-pub mod priority;
+mod priority;
 pub mod rpc;
 pub mod state;
 pub mod tasks;

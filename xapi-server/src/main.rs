@@ -67,18 +67,8 @@ struct Args {
     event_tombstones: usize,
 }
 
-fn main() -> anyhow::Result<()> {
-    // The control threads first, at the daemon's own priority; the runtime's threads then lower theirs (see
-    // `xapi_server::priority`).
-    xapi_server::priority::init();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_start(xapi_server::priority::api_thread_started)
-        .build()?
-        .block_on(daemon())
-}
-
-async fn daemon() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

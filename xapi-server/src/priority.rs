@@ -1,109 +1,49 @@
-//! CPU priorities: the host's guests first, then the daemon's control of them, then its API.
+//! The host's guests first: while VM operations run, the encoding of large answers stands back.
 //!
-//! | threads | nice | what runs there |
-//! |---|---|---|
-//! | libvirtd, QEMU | 0 (theirs) | the guests |
-//! | control ([`control`]) | 0 | VM lifecycle operations, libvirt's event loop, the store's reaction to events |
-//! | API (the async runtime and its blocking pool) | [`API_NICE`] | accepting, parsing and answering calls |
-//! | bulk ([`crate::bulk`]) | [`crate::bulk::NICE`] | encoding large answers; pauses while QEMU starts |
-//!
-//! On a host with few cores, a storm of API calls (80 clients looping on `VM.get_all_records`) would otherwise
-//! take the CPU that libvirtd and QEMU need to start a VM; xapi took 2m38s to start one in that situation. With
-//! these priorities the API answers a little more slowly while VMs start, and VM starts do not wait for the API.
-//! When nothing else wants the CPU, priorities change nothing.
-//!
-//! Priorities alone leave QEMU sharing the cores while it starts (the kernel still gives niced threads a share).
-//! So the calls that make QEMU start ([`urgent`]: create, restore) also pause the bulk encoders for their few
-//! hundred milliseconds, each encoder waiting at most [`crate::bulk::URGENT_WAIT`] per 64 KiB chunk
-//! ([`yield_to_urgent`]): a large answer is delayed by at most that while VMs start, never starved.
-//!
-//! Linux applies a niceness to one thread, and new threads inherit their creator's. The control threads are made
-//! by [`init`] before the async runtime exists (so at the daemon's own priority, without privileges); the runtime's
-//! threads lower themselves to [`API_NICE`] as they start ([`api_thread_started`]).
+//! On a host with few cores, a storm of API calls (80 clients looping on `VM.get_all_records`) takes the CPU that
+//! libvirtd and QEMU need to start a VM: xapi took 2m38s to start one in that situation, and this daemon, before
+//! this module, 3.6× its idle start time (`docs/benchmarks.md`). Encoding large answers is the daemon's only bulk
+//! CPU work. While any VM operation runs ([`VmOperation`]), each 64 KiB chunk of a large answer is encoded on
+//! [`crate::bulk`]'s threads, at nice 19, instead of on the thread that serves the connection; and while a call that
+//! makes QEMU start ([`urgent`]: create, restore) is in flight, each such chunk first waits for it
+//! ([`yield_to_urgent`], at most [`crate::bulk::URGENT_WAIT`]), so that QEMU has the cores for its few hundred
+//! milliseconds. A reader of a large answer is delayed while VMs start, never starved; with no VM operation
+//! running, nothing changes (chunks are encoded where they are sent, at the daemon's own priority).
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The niceness of the API threads.
-pub const API_NICE: i32 = 10;
+/// How many VM operations are running.
+static OPERATIONS: AtomicUsize = AtomicUsize::new(0);
 
-/// Control threads: enough for several VMs starting at once (each mostly waits for libvirt).
-const CONTROL_THREADS: usize = 16;
+/// A VM lifecycle operation in progress (held by `hv::ops` from its checks to its answer).
+#[derive(Debug)]
+pub struct VmOperation(());
 
-type Job = Box<dyn FnOnce() + Send>;
-
-static CONTROL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
-
-thread_local! {
-    static ON_CONTROL: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Sets this thread's niceness (Linux: per thread); a failure (lowering it needs privileges) is logged.
-pub fn set_own_nice(nice: i32) {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
-        tracing::debug!(nice, error = %e, "cannot change this thread's priority");
+impl VmOperation {
+    pub fn begin() -> VmOperation {
+        OPERATIONS.fetch_add(1, Ordering::AcqRel);
+        VmOperation(())
     }
 }
 
-/// For the async runtime's `on_thread_start`.
-pub fn api_thread_started() {
-    set_own_nice(API_NICE);
-}
-
-/// Starts the control threads at this thread's priority: call it before the async runtime starts. (Later calls,
-/// and the first [`control`] without it, start them where they are called from.)
-pub fn init() {
-    CONTROL.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..CONTROL_THREADS {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("control-{i}"))
-                .spawn(move || {
-                    ON_CONTROL.with(|c| c.set(true));
-                    loop {
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .expect("spawn a control thread");
-        }
-        Mutex::new(tx)
-    });
-}
-
-/// Runs `f` on a control thread and waits for it (the calling thread, an API thread, sleeps meanwhile). On a
-/// control thread already, runs it here.
-pub fn control<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    if ON_CONTROL.with(Cell::get) {
-        return f();
-    }
-    init();
-    let (tx, rx) = mpsc::sync_channel(1);
-    let job: Job = Box::new(move || {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.send(out);
-    });
-    CONTROL.get().expect("initialised").lock().unwrap_or_else(|e| e.into_inner()).send(job).expect("control threads");
-    match rx.recv().expect("a control thread answers") {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
+impl Drop for VmOperation {
+    fn drop(&mut self) {
+        OPERATIONS.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// How many CPU-hungry hypervisor calls (QEMU starting) are in flight.
+/// Whether bulk work should stand back now.
+pub fn vm_operations_running() -> bool {
+    OPERATIONS.load(Ordering::Acquire) > 0
+}
+
+/// How many calls that make QEMU start are in flight.
 static URGENT: AtomicUsize = AtomicUsize::new(0);
 static QUIET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 
-/// Runs `f`, a call that makes QEMU start (create, restore), as urgent: bulk work yields the CPU meanwhile.
+/// Runs `f`, a call that makes QEMU start (create, restore), as urgent: bulk work waits meanwhile.
 pub fn urgent<T>(f: impl FnOnce() -> T) -> T {
     struct Done;
     impl Drop for Done {
@@ -119,8 +59,7 @@ pub fn urgent<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Waits (at most `max`) while an urgent call is in flight: bulk work calls this before each piece, so that a VM
-/// start has the CPU to itself for its few hundred milliseconds; `max` bounds what a reader can lose.
+/// Waits (at most `max`) while an urgent call is in flight; bulk threads call it before each chunk.
 pub fn yield_to_urgent(max: Duration) {
     if URGENT.load(Ordering::Acquire) == 0 {
         return;
@@ -138,11 +77,9 @@ pub fn yield_to_urgent(max: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::mpsc;
 
-    fn nice() -> i32 {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
-    }
+    use super::*;
 
     #[test]
     fn bulk_work_waits_for_urgent_calls_but_not_forever() {
@@ -177,21 +114,5 @@ mod tests {
             t.elapsed()
         });
         assert!(bounded < Duration::from_millis(600), "the wait is bounded: {bounded:?}");
-    }
-
-    #[test]
-    fn control_runs_at_the_priority_it_was_started_with() {
-        init();
-        let here = nice();
-        std::thread::spawn(move || {
-            api_thread_started();
-            if here <= API_NICE {
-                assert_eq!(nice(), API_NICE);
-            }
-            assert_eq!(control(nice), here, "control work is not slowed by the API's priority");
-            assert_eq!(control(|| control(|| 7)), 7, "nested calls run in place");
-        })
-        .join()
-        .unwrap();
     }
 }

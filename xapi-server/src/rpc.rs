@@ -159,33 +159,37 @@ where
         next: Option<usize>,
         done: bool,
     }
+    /// Encodes the next chunk; answers it with the state for the one after.
+    fn next_chunk<S: Sink + Default + AsMut<Vec<u8>>>(mut st: Encoding<S>) -> (Vec<u8>, Encoding<S>) {
+        let n = encode::items(&st.reply);
+        let i = st.next.get_or_insert_with(|| {
+            st.proto.begin_success(st.sink.as_mut());
+            encode::begin(&st.reply, &mut st.sink);
+            0
+        });
+        while *i < n && st.sink.as_mut().len() < CHUNK {
+            encode::item(&st.reply, *i, &mut st.sink);
+            *i += 1;
+        }
+        if *i == n {
+            encode::end(&st.reply, &mut st.sink);
+            st.proto.end_success(st.sink.as_mut());
+            st.done = true;
+        }
+        let chunk = std::mem::replace(st.sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
+        (chunk, st)
+    }
     let state = Encoding { proto, reply, sink, next: None, done: false };
     let stream = futures_util::stream::unfold(state, |st| async move {
         if st.done {
             return None;
         }
-        // Each chunk is encoded at low priority (`bulk`), asked for when the connection has sent the last.
-        let (chunk, st) = crate::bulk::run(move || {
-            let mut st = st;
-            let n = encode::items(&st.reply);
-            let i = st.next.get_or_insert_with(|| {
-                st.proto.begin_success(st.sink.as_mut());
-                encode::begin(&st.reply, &mut st.sink);
-                0
-            });
-            while *i < n && st.sink.as_mut().len() < CHUNK {
-                encode::item(&st.reply, *i, &mut st.sink);
-                *i += 1;
-            }
-            if *i == n {
-                encode::end(&st.reply, &mut st.sink);
-                st.proto.end_success(st.sink.as_mut());
-                st.done = true;
-            }
-            let chunk = std::mem::replace(st.sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
-            (chunk, st)
-        })
-        .await;
+        // While VM operations run, large answers are encoded at low priority (`priority`).
+        let (chunk, st) = if crate::priority::vm_operations_running() {
+            crate::bulk::run(move || next_chunk(st)).await
+        } else {
+            next_chunk(st)
+        };
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), st))
     });
     Body::from_stream(stream)

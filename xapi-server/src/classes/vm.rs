@@ -29,13 +29,9 @@ fn task<'a>(ctx: &'a Ctx<'_>) -> Option<&'a str> {
     ctx.task.map(|t| &**t.task())
 }
 
-/// Runs a lifecycle operation on a control thread (`priority`): VM operations do not wait behind API work.
-fn on_control(
-    ctx: &Ctx<'_>,
-    f: impl FnOnce(&Arc<State>, Option<&str>) -> Result<(), ApiError> + Send + 'static,
-) -> Result<Reply, ApiError> {
-    let (st, task) = (ctx.state.clone(), task(ctx).map(str::to_string));
-    crate::priority::control(move || f(&st, task.as_deref()))?;
+/// Runs a lifecycle operation of `hv::ops`.
+fn op(ctx: &Ctx<'_>, f: impl FnOnce(&Arc<State>, Option<&str>) -> Result<(), ApiError>) -> Result<Reply, ApiError> {
+    f(ctx.state, task(ctx))?;
     Ok(Reply::void())
 }
 
@@ -47,86 +43,84 @@ fn this_host(ctx: &Ctx<'_>, host: &str) -> Result<(), ApiError> {
 
 pub fn start(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 1));
-    on_control(ctx, move |st, t| ops::start(st, &vm, paused, Op::Start, t))
+    op(ctx, |st, t| ops::start(st, &vm, paused, Op::Start, t))
 }
 
 pub fn start_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     this_host(ctx, args[1].as_str().unwrap_or_default())?;
     let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 2));
-    on_control(ctx, move |st, t| ops::start(st, &vm, paused, Op::StartOn, t))
+    op(ctx, |st, t| ops::start(st, &vm, paused, Op::StartOn, t))
 }
 
 pub fn clean_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::clean_shutdown(st, &vm, t))
+    op(ctx, |st, t| ops::clean_shutdown(st, &vm, t))
 }
 
 pub fn hard_shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::hard_shutdown(st, &vm, t, Op::HardShutdown))
+    op(ctx, |st, t| ops::hard_shutdown(st, &vm, t, Op::HardShutdown))
 }
 
 pub fn shutdown(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::shutdown(st, &vm, t))
+    op(ctx, |st, t| ops::shutdown(st, &vm, t))
 }
 
 pub fn clean_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::reboot(st, &vm, true, t))
+    op(ctx, |st, t| ops::reboot(st, &vm, true, t))
 }
 
 pub fn hard_reboot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::reboot(st, &vm, false, t))
+    op(ctx, |st, t| ops::reboot(st, &vm, false, t))
 }
 
 pub fn suspend(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::suspend(st, &vm, t))
+    op(ctx, |st, t| ops::suspend(st, &vm, t))
 }
 
 pub fn resume(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 1));
-    on_control(ctx, move |st, t| ops::resume(st, &vm, paused, Op::Resume, t))
+    op(ctx, |st, t| ops::resume(st, &vm, paused, Op::Resume, t))
 }
 
 pub fn resume_on(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     this_host(ctx, args[1].as_str().unwrap_or_default())?;
     let (vm, paused) = (vm_arg(&args).to_string(), flag(&args, 2));
-    on_control(ctx, move |st, t| ops::resume(st, &vm, paused, Op::ResumeOn, t))
+    op(ctx, |st, t| ops::resume(st, &vm, paused, Op::ResumeOn, t))
 }
 
 pub fn pause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::pause(st, &vm, true, t))
+    op(ctx, |st, t| ops::pause(st, &vm, true, t))
 }
 
 pub fn unpause(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
-    on_control(ctx, move |st, t| ops::pause(st, &vm, false, t))
+    op(ctx, |st, t| ops::pause(st, &vm, false, t))
 }
 
-/// `VM.create`: the generic constructor, then what xapi adds: a `VM_metrics` object, a halted power state and
-/// the allowed operations.
-pub fn create(ctx: &Ctx<'_>, c: &'static Class, m: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    let reply = generic::run(ctx, c, m, args)?;
-    let Reply::Value(Value::Str(vm)) = &reply else { return Ok(reply) };
-    let (vm_c, metrics_c) = (class("VM"), class("VM_metrics"));
+/// `VM.create`: the generic constructor, plus what xapi adds, in the same transaction: a `VM_metrics` object, a
+/// halted power state and the allowed operations.
+pub fn create(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let (vm, mut f) = generic::new_row(ctx, c, args)?;
+    let metrics_c = class("VM_metrics");
     let metrics = db::new_ref();
     let mut mf = db::default_row(metrics_c);
     set(metrics_c, &mut mf, "uuid", db::new_uuid());
+    set(c, &mut f, "metrics", metrics.clone());
+    set(c, &mut f, "power_state", "Halted");
+    set(c, &mut f, "domid", -1i64);
+    let allowed = ops::allowed(Rec::new(c, &f));
+    set(c, &mut f, "allowed_operations", allowed);
     ctx.state.store.transaction(|tx| {
         tx.insert(metrics_c, &metrics, mf)?;
-        tx.update(vm_c, vm, |f| {
-            set(vm_c, f, "metrics", metrics.clone());
-            set(vm_c, f, "power_state", "Halted");
-            set(vm_c, f, "domid", -1i64);
-            let a = ops::allowed(Rec::new(vm_c, f));
-            set(vm_c, f, "allowed_operations", a);
-        })
+        tx.insert(c, &vm, f)
     })?;
-    Ok(reply)
+    Ok(Reply::Value(Value::Str(vm)))
 }
 
 /// `VM.destroy`: only a halted VM (or a template); its metrics, consoles, VIFs and VBDs go with it (its disks stay).

@@ -74,20 +74,8 @@ impl Hypervisor {
         }
     }
 
-    /// The connected agent; connects (and subscribes to events, and reconciles) on first use, on a control thread
-    /// (so that libvirt's event threads run at the control priority, see `priority`).
+    /// The connected agent; connects (and subscribes to events, and reconciles) on first use.
     pub fn agent(&self, state: &Arc<State>) -> Result<Arc<Agent>, ApiError> {
-        {
-            let slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(a) = slot.as_ref().filter(|a| a.is_alive()) {
-                return Ok(a.clone());
-            }
-        }
-        let st = state.clone();
-        crate::priority::control(move || st.hv.connect(&st))
-    }
-
-    fn connect(&self, state: &Arc<State>) -> Result<Arc<Agent>, ApiError> {
         let mut slot = self.agent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = slot.as_ref() {
             if a.is_alive() {

@@ -160,6 +160,8 @@ pub struct Running<'a> {
     vm: Ref,
     op_ref: String,
     pub uuid: String,
+    /// Bulk work stands back while it runs (`priority`).
+    _priority: crate::priority::VmOperation,
 }
 
 /// Checks and enters `op` on `vm_ref`; `task` is the call's task, if it runs as one.
@@ -176,7 +178,7 @@ pub fn begin<'a>(state: &'a Arc<State>, vm_ref: &str, op: Op, task: Option<&str>
         })?;
         Ok::<_, ApiError>(uuid)
     })?;
-    Ok(Running { state, vm: Ref::from(vm_ref), op_ref, uuid })
+    Ok(Running { state, vm: Ref::from(vm_ref), op_ref, uuid, _priority: crate::priority::VmOperation::begin() })
 }
 
 impl Drop for Running<'_> {

@@ -3,12 +3,11 @@
 //! On a host with few cores, a storm of API calls (80 clients looping on `VM.get_all_records`) takes the CPU that
 //! libvirtd and QEMU need to start a VM: xapi took 2m38s to start one in that situation, and this daemon, before
 //! this module, 3.6× its idle start time (`docs/benchmarks.md`). Encoding large answers is the daemon's only bulk
-//! CPU work. While any VM operation runs ([`VmOperation`]), each 64 KiB chunk of a large answer is encoded on
-//! [`crate::bulk`]'s threads, at nice 19, instead of on the thread that serves the connection; and while a call that
-//! makes QEMU start ([`urgent`]: create, restore) is in flight, each such chunk first waits for it
-//! ([`yield_to_urgent`], at most [`crate::bulk::URGENT_WAIT`]), so that QEMU has the cores for its few hundred
-//! milliseconds. A reader of a large answer is delayed while VMs start, never starved; with no VM operation
-//! running, nothing changes (chunks are encoded where they are sent, at the daemon's own priority).
+//! CPU work, and it runs on [`crate::bulk`]'s threads. While any VM operation runs ([`VmOperation`]), those
+//! threads drop to nice 19; and while a call that makes QEMU start ([`urgent`]: create, restore) is in flight, each
+//! chunk first waits for it ([`yield_to_urgent`], at most [`crate::bulk::URGENT_WAIT`]), so that QEMU has the cores
+//! for its few hundred milliseconds. A reader of a large answer is delayed while VMs start, never starved; with no
+//! VM operation running, the bulk threads run at the daemon's own priority.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};

@@ -85,7 +85,7 @@ enum Proto {
 
 /// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory
 /// (and, below glibc's mmap threshold, the chunk buffers are reused rather than kept per thread).
-const CHUNK: usize = 64 << 10;
+const CHUNK: usize = 256 << 10;
 
 /// An answer of more items (records, events) than this is streamed (chunked transfer encoding) rather than sent
 /// in one body.
@@ -179,18 +179,12 @@ where
         let chunk = std::mem::replace(st.sink.as_mut(), Vec::with_capacity(CHUNK + CHUNK / 4));
         (chunk, st)
     }
-    let state = Encoding { proto, reply, sink, next: None, done: false };
-    let stream = futures_util::stream::unfold(state, |st| async move {
-        if st.done {
-            return None;
-        }
-        // While VM operations run, large answers are encoded at low priority (`priority`).
-        let (chunk, st) = if crate::priority::vm_operations_running() {
-            crate::bulk::run(move || next_chunk(st)).await
-        } else {
-            next_chunk(st)
-        };
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), st))
+    let first = crate::bulk::spawn(move || next_chunk(Encoding { proto, reply, sink, next: None, done: false }));
+    // Chunks are encoded on the bulk threads (`bulk`, `priority`), chunk n+1 while chunk n is sent, no further ahead.
+    let stream = futures_util::stream::unfold(Some(first), |pending| async move {
+        let (chunk, st) = pending?.await.ok()?;
+        let next = if st.done { None } else { Some(crate::bulk::spawn(move || next_chunk(st))) };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), next))
     });
     Body::from_stream(stream)
 }

@@ -83,8 +83,8 @@ enum Proto {
     Json(jsonrpc::Envelope),
 }
 
-/// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory
-/// (and, below glibc's mmap threshold, the chunk buffers are reused rather than kept per thread).
+/// Encoded output is handed on in chunks of about this size, so that a large answer is never whole in memory; each
+/// chunk is one job of a bulk thread (`bulk`), large enough that handing it over costs little.
 const CHUNK: usize = 256 << 10;
 
 /// An answer of more items (records, events) than this is streamed (chunked transfer encoding) rather than sent

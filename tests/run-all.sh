@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --locked -p xapi-server
+cargo build --locked -p xapi-server -p xe
 cargo test --locked --workspace
 
 # Real guests: libvirtd (no systemd needed), the tiny guest, the lifecycle suite.

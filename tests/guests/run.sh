@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-guest tests: the VM lifecycle of xapi-server on libvirt/QEMU (TCG), driven through the pinned Python
-# XenAPI SDK (tests/guests/lifecycle.py).
+# XenAPI SDK (tests/guests/lifecycle.py), then an administrator's xe script (tests/guests/xe_admin.sh).
 #
 #   tests/guests/run.sh [--keep]        (from anywhere; as root; build the daemon first: cargo build -p xapi-server)
 #
@@ -26,6 +26,7 @@ tests/libvirt/start.sh || fail_setup "tests/libvirt/start.sh"
 tests/guest/build.sh >/dev/null || fail_setup "tests/guest/build.sh"
 tests/clients/setup.sh || fail_setup "tests/clients/setup.sh"
 [[ -x target/debug/xapi-server ]] || fail_setup "no target/debug/xapi-server: run cargo build -p xapi-server first"
+[[ -x target/debug/xe ]] || fail_setup "no target/debug/xe: run cargo build -p xe first"
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
@@ -52,5 +53,22 @@ elif [[ "$rc" -eq 0 && -z "$line" ]]; then
   f=1
 fi
 echo "guests: exit $rc, $p passed, $f failed"
+
+# The administrator's script.
+timeout --kill-after=10 120 tests/guests/xe_admin.sh 2>&1 | tee "$out"
+rc="${PIPESTATUS[0]}"
+line="$(grep -E '^RESULT passed=[0-9]+ failed=[0-9]+$' "$out" | tail -n 1)"
+xp=0 xf=0
+if [[ -n "$line" ]]; then
+  xp="${line#RESULT passed=}"
+  xp="${xp%% *}"
+  xf="${line##*failed=}"
+fi
+if [[ "$rc" -ne 0 && "$xf" -eq 0 ]]; then
+  echo "FAIL xe_admin.sh: exited $rc without reporting a failed check"
+  xf=1
+fi
+p=$((p + xp))
+f=$((f + xf))
 echo "RESULT passed=$p failed=$f"
 [[ "$f" -eq 0 ]]

@@ -37,6 +37,24 @@ pub const SPECIALS: &[Special] = &[
         description: "Asks the selected tasks to cancel.",
     },
     Special {
+        name: "host-compute-free-memory",
+        reqd: &[],
+        optional: &["uuid", "host", "<field>=<value>"],
+        description: "Prints the memory (bytes) a new VM could have on the host.",
+    },
+    Special {
+        name: "vm-clone",
+        reqd: &["new-name-label"],
+        optional: &["uuid", "vm", "<field>=<value>"],
+        description: "Clones the selected halted VM (or template) and prints the new VM's uuid.",
+    },
+    Special {
+        name: "vm-uninstall",
+        reqd: &[],
+        optional: &["uuid", "vm", "<field>=<value>", "--multiple", "force"],
+        description: "Destroys the selected VMs, shutting them down first (needs force=true or --force).",
+    },
+    Special {
         name: "vm-destroy",
         reqd: &["uuid"],
         optional: &[],
@@ -104,6 +122,19 @@ pub fn run(client: &mut Client, special: &Special, args: &Args) -> Result<String
             return Ok(String::new());
         }
         "vm-install" => return vm_install(client, args),
+        "host-compute-free-memory" => {
+            let hosts = commands::select_for_op(client, class("host"), &args.params, false)?;
+            let free = call_op(client, "host.compute_free_memory", vec![Value::str(hosts[0].0.clone())])?;
+            return Ok(format!("{}\n", format::value_string(&Ty::Int, &free, client)));
+        }
+        "vm-clone" => {
+            let name = args.require("new-name-label")?;
+            let vms = commands::select_for_op(client, class("VM"), &args.other(&["new-name-label"]), false)?;
+            let vm = call_op(client, "VM.clone", vec![Value::str(vms[0].0.clone()), Value::str(name)])?;
+            let uuid = client.call("VM.get_uuid", vec![vm])?;
+            return Ok(format!("{}\n", uuid.as_str().unwrap_or_default()));
+        }
+        "vm-uninstall" => return vm_uninstall(client, args, force),
         "vm-destroy" => ("VM.destroy", vec![]),
         "vm-start" => ("VM.start", vec![Value::Bool(false), Value::Bool(false)]),
         "vm-shutdown" if force => ("VM.hard_shutdown", vec![]),
@@ -146,6 +177,22 @@ fn vm_install(client: &mut Client, args: &Args) -> Result<String, XeError> {
     call_op(client, "VM.provision", vec![vm.clone()])?;
     let uuid = client.call("VM.get_uuid", vec![vm])?;
     Ok(format!("{}\n", uuid.as_str().unwrap_or_default()))
+}
+
+/// `vm-uninstall <selectors> force=true`: each selected VM is hard shut down unless halted, then destroyed. (xe
+/// asks for confirmation on a terminal; scripts pass `force=true`, which this xe requires.)
+fn vm_uninstall(client: &mut Client, args: &Args, force: bool) -> Result<String, XeError> {
+    if !force {
+        return Err(XeError::Usage("vm-uninstall destroys the VM: add force=true (or --force) to confirm".to_string()));
+    }
+    let vms = commands::select_for_op(client, class("VM"), &args.other(&["force"]), args.multiple)?;
+    for (r, record) in vms {
+        if record.get("power_state").and_then(Value::as_str) != Some("Halted") {
+            call_op(client, "VM.hard_shutdown", vec![Value::str(r.clone())])?;
+        }
+        call_op(client, "VM.destroy", vec![Value::str(r)])?;
+    }
+    Ok(String::new())
 }
 
 /// `event-wait class= [field=value …] [timeout=]`: follows `event.from` from an empty token (which reports every

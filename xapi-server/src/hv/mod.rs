@@ -165,7 +165,11 @@ impl Hypervisor {
 
 /// A host-agent failure as a XenAPI error.
 pub fn agent_error(e: AgentError) -> ApiError {
-    ApiError::internal(e)
+    match e {
+        // Not logged as an internal error: libvirtd being away is a state, reported where it changes.
+        AgentError::Connect { .. } => ApiError::new(&codes::INTERNAL_ERROR, [e.to_string()]),
+        other => ApiError::internal(other),
+    }
 }
 
 /// The libvirt domain name of a VM.

@@ -347,6 +347,17 @@ def expect_halted(x, vm):
     return rec
 
 
+def clean_shutdown_seen(c, vm, log):
+    """VM.clean_shutdown of a running guest: Halted, and the guest saw the ACPI power button."""
+    log.mark()
+    t = time.monotonic()
+    c.x.VM.clean_shutdown(vm)
+    dt = time.monotonic() - t
+    expect_halted(c.x, vm)
+    log.wait(MARK_ACPI, timeout=1)
+    return f"VM.clean_shutdown took {dt:.2f} s"
+
+
 def expect_running(c, vm, state="Running"):
     rec = c.x.VM.get_record(vm)
     expect_eq(rec["power_state"], state, "power_state")
@@ -426,15 +437,8 @@ def s1_templates_and_basic_lifecycle(r, c):
         return f"marker {time.monotonic() - st['t_start']:.2f} s after VM.start returned (waited {waited:.2f} s)"
     r.check("the guest boots: 'TINYGUEST-MARKER: staying up' in its console log", booted)
 
-    def clean_shutdown():
-        log.mark()
-        t = time.monotonic()
-        c.x.VM.clean_shutdown(vm)
-        dt = time.monotonic() - t
-        expect_halted(c.x, vm)
-        log.wait(MARK_ACPI, timeout=1)
-        return f"VM.clean_shutdown took {dt:.2f} s"
-    r.check("VM.clean_shutdown -> Halted, ACPI marker in the log, resident_on NULL, domid -1", clean_shutdown)
+    r.check("VM.clean_shutdown -> Halted, ACPI marker in the log, resident_on NULL, domid -1",
+            lambda: clean_shutdown_seen(c, vm, log))
 
 
 def s2_hard_shutdown(r, c):
@@ -513,15 +517,8 @@ def s4_suspend_resume(r, c):
         return f"VM.resume took {dt:.2f} s, domid {rec['domid']}"
     r.check("VM.resume -> Running, resident_on the host", resume)
 
-    def shutdown_after():
-        log.mark()
-        t = time.monotonic()
-        c.x.VM.clean_shutdown(vm)
-        dt = time.monotonic() - t
-        expect_halted(c.x, vm)
-        log.wait(MARK_ACPI, timeout=1)
-        return f"VM.clean_shutdown took {dt:.2f} s"
-    r.check("the resumed guest is alive: VM.clean_shutdown -> Halted with its ACPI marker", shutdown_after)
+    r.check("the resumed guest is alive: VM.clean_shutdown -> Halted with its ACPI marker",
+            lambda: clean_shutdown_seen(c, vm, log))
 
 
 def s5_pause(r, c):
@@ -543,12 +540,8 @@ def s5_pause(r, c):
         expect_eq(state, "running", "virsh domstate")
     r.check("VM.unpause -> Running", unpause)
 
-    def alive():
-        log.mark()
-        c.x.VM.clean_shutdown(vm)
-        expect_halted(c.x, vm)
-        log.wait(MARK_ACPI, timeout=1)
-    r.check("the unpaused guest is alive: VM.clean_shutdown -> Halted with its ACPI marker", alive)
+    r.check("the unpaused guest is alive: VM.clean_shutdown -> Halted with its ACPI marker",
+            lambda: clean_shutdown_seen(c, vm, log))
 
 
 def s11_console(r, c):

@@ -129,18 +129,23 @@ fn one_run() -> RunFigures {
     std::fs::write(&xml_path, &xml).unwrap();
     let xml_path = xml_path.to_string_lossy().to_string();
 
-    let (mut ours, mut base) = (Vec::new(), Vec::new());
-    for _ in 0..STARTS {
-        let t = Instant::now();
-        c.call("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
-        ours.push(ms(t.elapsed()));
-        c.call("VM.hard_shutdown", &[vm.clone()]);
-        let t = Instant::now();
-        let out = virsh(&["create", &xml_path]);
-        base.push(ms(t.elapsed()));
-        assert!(out.status.success(), "virsh create: {}", String::from_utf8_lossy(&out.stderr));
-        let _ = virsh(&["destroy", &format!("virsh-{other}")]);
-    }
+    // STARTS times, interleaved: `VM.start` then `virsh create`, each followed by an untimed shutdown.
+    let starts = |c: &mut Client| {
+        let (mut ours, mut virsh_times) = (Vec::new(), Vec::new());
+        for _ in 0..STARTS {
+            let t = Instant::now();
+            c.call("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
+            ours.push(ms(t.elapsed()));
+            c.call("VM.hard_shutdown", &[vm.clone()]);
+            let t = Instant::now();
+            let out = virsh(&["create", &xml_path]);
+            virsh_times.push(ms(t.elapsed()));
+            assert!(out.status.success(), "virsh create: {}", String::from_utf8_lossy(&out.stderr));
+            let _ = virsh(&["destroy", &format!("virsh-{other}")]);
+        }
+        (ours, virsh_times)
+    };
+    let (ours, base) = starts(&mut c);
 
     // Under load: 80 clients on one thread at nice 19 (see the header), each looping on one call per connection.
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,18 +191,7 @@ fn one_run() -> RunFigures {
     }
     std::thread::sleep(Duration::from_secs(1));
     let (t0, c0) = (Instant::now(), calls.load(Ordering::Relaxed));
-    let (mut loaded, mut virsh_loaded) = (Vec::new(), Vec::new());
-    for _ in 0..STARTS {
-        let t = Instant::now();
-        c.call("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
-        loaded.push(ms(t.elapsed()));
-        c.call("VM.hard_shutdown", &[vm.clone()]);
-        let t = Instant::now();
-        let out = virsh(&["create", &xml_path]);
-        virsh_loaded.push(ms(t.elapsed()));
-        assert!(out.status.success(), "virsh create: {}", String::from_utf8_lossy(&out.stderr));
-        let _ = virsh(&["destroy", &format!("virsh-{other}")]);
-    }
+    let (loaded, virsh_loaded) = starts(&mut c);
     let load_calls_per_s = (calls.load(Ordering::Relaxed) - c0) as f64 / t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     load.join().expect("the load clients");

@@ -23,14 +23,12 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
-fn cookie<'a>(req: &'a Request, key: &str) -> Option<&'a str> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// The `session_id` among `Cookie` header values.
+fn session_cookie<'a>(cookie_headers: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    cookie_headers
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == key)
+        .find(|(k, _)| *k == "session_id")
         .map(|(_, v)| v)
 }
 
@@ -84,7 +82,14 @@ pub async fn handler(
     mut req: Request,
 ) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
-    let vnc = match open_vnc(&state, &peer, &query, cookie(&req, "session_id")).await {
+    let vnc = match open_vnc(
+        &state,
+        &peer,
+        &query,
+        session_cookie(req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok())),
+    )
+    .await
+    {
         Ok(v) => v,
         Err((status, why)) => return (status, format!("{why}\n")).into_response(),
     };
@@ -126,15 +131,10 @@ where
     let text = String::from_utf8_lossy(&head[..end]).into_owned();
     let target = text.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default();
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    let session_cookie = text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, v)| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == "session_id")
-        .map(|(_, v)| v.to_string());
-    match open_vnc(&state, &peer, query, session_cookie.as_deref()).await {
+    let cookies =
+        text.lines().filter_map(|l| l.split_once(':')).filter(|(k, _)| k.trim().eq_ignore_ascii_case("cookie"));
+    let session = session_cookie(cookies.map(|(_, v)| v));
+    match open_vnc(&state, &peer, query, session).await {
         Ok(mut vnc) => {
             if io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.is_err() {
                 return;

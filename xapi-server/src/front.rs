@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
 use crate::state::{Peer, State};
@@ -165,10 +165,6 @@ where
         Ok(self.local.clone())
     }
 }
-
-/// Either listener the daemon serves on.
-pub type TcpFront = Front<TcpListener>;
-pub type UnixFront = Front<UnixListener>;
 
 #[cfg(test)]
 mod tests {

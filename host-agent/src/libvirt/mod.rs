@@ -340,11 +340,6 @@ impl Agent {
         let desc = self.domain(uuid)?.xml_desc(0).map_err(libvirt)?;
         Ok(vnc_port(&desc))
     }
-
-    /// The live domain XML (for diagnostics and benchmarks).
-    pub fn live_xml(&self, uuid: &str) -> Result<String> {
-        self.domain(uuid)?.xml_desc(0).map_err(libvirt)
-    }
 }
 
 fn status_of(dom: &Domain, uuid: &str) -> Result<DomainStatus> {

@@ -42,12 +42,17 @@ pub fn held(vm: Rec<'_>) -> i64 {
         + if recorded > 0 { recorded } else { overhead(vm.int("memory_static_max"), vm.int("VCPUs_max")) }
 }
 
+/// This host's `host_metrics` object.
+pub fn host_metrics(state: &State) -> Option<String> {
+    let host = class("host");
+    let h = state.store.get(host, &state.host).ok()?;
+    Some(Rec::new(host, &h.fields).str("metrics").to_string())
+}
+
 /// The host's physical memory, bytes (`host_metrics.memory_total`).
 pub fn total(state: &State) -> i64 {
-    let host = class("host");
     let metrics_c = class("host_metrics");
-    let Ok(h) = state.store.get(host, &state.host) else { return 0 };
-    let metrics = Rec::new(host, &h.fields).str("metrics").to_string();
+    let Some(metrics) = host_metrics(state) else { return 0 };
     state.store.get(metrics_c, &metrics).map(|m| Rec::new(metrics_c, &m.fields).int("memory_total")).unwrap_or(0)
 }
 

@@ -25,67 +25,48 @@ use crate::db::{self, DbError, Ref};
 use crate::error::ApiError;
 use crate::state::State;
 
-/// The lifecycle operations (their names are `vm_operations` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Start,
-    StartOn,
-    CleanShutdown,
-    HardShutdown,
-    Shutdown,
-    CleanReboot,
-    HardReboot,
-    Suspend,
-    Resume,
-    ResumeOn,
-    Pause,
-    Unpause,
-    Provision,
-    Clone,
-    Destroy,
+/// Declares the lifecycle operations once: the enum, the list of all of them, and their `vm_operations` names.
+macro_rules! operations {
+    ($($op:ident => $name:literal),* $(,)?) => {
+        /// The lifecycle operations (their names are `vm_operations` values).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Op {
+            $($op),*
+        }
+
+        const ALL: &[Op] = &[$(Op::$op),*];
+
+        impl Op {
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Op::$op => $name),*
+                }
+            }
+        }
+    };
+}
+
+operations! {
+    Start => "start",
+    StartOn => "start_on",
+    CleanShutdown => "clean_shutdown",
+    HardShutdown => "hard_shutdown",
+    Shutdown => "shutdown",
+    CleanReboot => "clean_reboot",
+    HardReboot => "hard_reboot",
+    Suspend => "suspend",
+    Resume => "resume",
+    ResumeOn => "resume_on",
+    Pause => "pause",
+    Unpause => "unpause",
+    Provision => "provision",
+    Clone => "clone",
+    Destroy => "destroy",
 }
 
 use Op::*;
 
-const ALL: [Op; 15] = [
-    Start,
-    StartOn,
-    CleanShutdown,
-    HardShutdown,
-    Shutdown,
-    CleanReboot,
-    HardReboot,
-    Suspend,
-    Resume,
-    ResumeOn,
-    Pause,
-    Unpause,
-    Provision,
-    Clone,
-    Destroy,
-];
-
 impl Op {
-    pub fn name(self) -> &'static str {
-        match self {
-            Start => "start",
-            StartOn => "start_on",
-            CleanShutdown => "clean_shutdown",
-            HardShutdown => "hard_shutdown",
-            Shutdown => "shutdown",
-            CleanReboot => "clean_reboot",
-            HardReboot => "hard_reboot",
-            Suspend => "suspend",
-            Resume => "resume",
-            ResumeOn => "resume_on",
-            Pause => "pause",
-            Unpause => "unpause",
-            Provision => "provision",
-            Clone => "clone",
-            Destroy => "destroy",
-        }
-    }
-
     /// The power states the operation may start from.
     fn allowed_states(self) -> &'static [&'static str] {
         match self {
@@ -140,17 +121,6 @@ fn check(vm_ref: &str, vm: Rec<'_>, op: Op) -> Result<(), ApiError> {
 pub fn allowed(vm: Rec<'_>) -> Value {
     let ops = ALL.iter().filter(|op| check("", vm, **op).is_ok()).map(|op| Value::str(op.name())).collect();
     Value::Array(ops)
-}
-
-/// Refreshes `allowed_operations` of a VM.
-pub fn refresh_allowed(state: &State, vm_ref: &str) -> Result<(), DbError> {
-    let vm_c = class("VM");
-    state.store.transaction(|tx| {
-        tx.update(vm_c, vm_ref, |f| {
-            let a = allowed(Rec::new(vm_c, f));
-            set(vm_c, f, "allowed_operations", a);
-        })
-    })
 }
 
 /// An operation in progress on a VM; when dropped it leaves `current_operations` and the VM is brought in line with

@@ -148,9 +148,8 @@ pub fn apply(state: &State, vm_ref: &str, status: Option<&DomainStatus>) -> Resu
 
 /// Writes the host's free memory (after a change of residence or of the admission promises).
 pub fn refresh_memory_free(state: &State) -> Result<(), DbError> {
-    let (host_c, metrics_c) = (class("host"), class("host_metrics"));
-    let h = state.store.get(host_c, &state.host)?;
-    let metrics = Rec::new(host_c, &h.fields).str("metrics").to_string();
+    let metrics_c = class("host_metrics");
+    let Some(metrics) = memory::host_metrics(state) else { return Ok(()) };
     let now = Value::DateTime(now_datetime());
     state.store.transaction(|tx| {
         // Computed inside the transaction: transactions run one at a time, so the last writer saw the latest state.
@@ -165,9 +164,8 @@ pub fn refresh_memory_free(state: &State) -> Result<(), DbError> {
 
 /// Records libvirt's view of the host's memory.
 pub fn set_memory_total(state: &State, total: u64) {
-    let (host_c, metrics_c) = (class("host"), class("host_metrics"));
-    let Ok(h) = state.store.get(host_c, &state.host) else { return };
-    let metrics = Rec::new(host_c, &h.fields).str("metrics").to_string();
+    let metrics_c = class("host_metrics");
+    let Some(metrics) = memory::host_metrics(state) else { return };
     let _ = state
         .store
         .transaction(|tx| tx.update(metrics_c, &metrics, |f| set(metrics_c, f, "memory_total", total as i64)));

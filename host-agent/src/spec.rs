@@ -106,10 +106,22 @@ pub struct Nic {
 pub struct Disk {
     /// `VBD.userdevice`: the disk's position (0 → `vda`/`hda`/`xvda`).
     pub position: u32,
-    pub path: PathBuf,
+    pub source: DiskSource,
+    /// The format of a file source (a block server always serves raw data).
     pub format: DiskFormat,
     pub kind: DiskKind,
     pub readonly: bool,
+}
+
+/// Where a disk's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskSource {
+    /// An image file QEMU opens itself (ISO images, raw files).
+    File(PathBuf),
+    /// An NBD export on a unix socket: our block server serving a VHD chain, as tapdisk does on XenServer.
+    Nbd { socket: PathBuf, export: String },
+    /// A CD drive with no disc in it.
+    Empty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

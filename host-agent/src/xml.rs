@@ -86,7 +86,9 @@ use quick_xml::escape::{escape, resolve_xml_entity};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use crate::spec::{Accel, Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DomainSpec, Nic, Os, Target};
+use crate::spec::{
+    Accel, Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DiskSource, DomainSpec, Nic, Os, Target,
+};
 
 /// The XML namespace of our element in a domain's `<metadata>`.
 pub const METADATA_NS: &str = "https://xapi-rs.dev/xmlns/domain/1";
@@ -410,12 +412,15 @@ fn disk(disk: &Disk, flavour: Flavour) -> Element {
         DiskKind::Disk => ("disk", disk.readonly),
         DiskKind::Cdrom => ("cdrom", true),
     };
-    let source = path(&disk.path);
+    let source = match &disk.source {
+        DiskSource::File(p) => Some(el("source").attr("file", path(p))).filter(|_| !path(p).is_empty()),
+        DiskSource::Nbd { .. } | DiskSource::Empty => None,
+    };
     el("disk")
         .attr("type", "file")
         .attr("device", device)
         .child(el("driver").attr("name", "qemu").attr("type", format))
-        .child_if(!source.is_empty(), || el("source").attr("file", source))
+        .child_opt(source)
         .child(el("target").attr("dev", format!("{prefix}{}", disk_letters(disk.position))).attr("bus", bus))
         .child_if(readonly, || el("readonly"))
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use expect_test::{ExpectFile, expect_file};
 use host_agent::spec::{
-    Accel, Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DomainSpec, Nic, Os, Target,
+    Accel, Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DiskSource, DomainSpec, Nic, Os, Target,
 };
 use host_agent::xml::{METADATA_NS, domain_xml, owner_of};
 use virt::connect::Connect;
@@ -25,7 +25,7 @@ fn platform(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 fn disk(position: u32, path: &str, format: DiskFormat, kind: DiskKind, readonly: bool) -> Disk {
-    Disk { position, path: PathBuf::from(path), format, kind, readonly }
+    Disk { position, source: DiskSource::File(PathBuf::from(path)), format, kind, readonly }
 }
 
 fn nic(device: u32, mac: &str, bridge: Option<&str>, mtu: Option<u32>) -> Nic {
@@ -254,8 +254,12 @@ fn round_trip_on_test_driver(case: fn() -> (DomainSpec, Target)) {
         }
     }
     assert_eq!(dumped.matches("<disk type=").count(), spec.disks.len(), "disks in:\n{dumped}");
-    for d in spec.disks.iter().filter(|d| !d.path.as_os_str().is_empty()) {
-        assert_contains(&dumped, &format!("<source file='{}'/>", d.path.display()));
+    for d in &spec.disks {
+        if let DiskSource::File(p) = &d.source
+            && !p.as_os_str().is_empty()
+        {
+            assert_contains(&dumped, &format!("<source file='{}'/>", p.display()));
+        }
     }
     assert_eq!(dumped.matches("<interface type=").count(), spec.nics.len(), "interfaces in:\n{dumped}");
     for n in &spec.nics {

@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use host_agent::spec::{Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DomainSpec, Nic, Os};
+use host_agent::spec::{Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DiskSource, DomainSpec, Nic, Os};
 use xapi_types::generated::errors as codes;
 
 use super::rec::{Rec, class};
@@ -159,7 +159,7 @@ fn disks(state: &State, vm_ref: &str, vm: Rec<'_>) -> Result<Vec<Disk>, ApiError
         };
         out.push(Disk {
             position,
-            path,
+            source: DiskSource::File(path),
             format,
             kind: if cdrom { DiskKind::Cdrom } else { DiskKind::Disk },
             readonly: cdrom || vbd.str("mode") == "RO" || vdi.bool("read_only"),

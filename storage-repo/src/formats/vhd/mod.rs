@@ -1,0 +1,173 @@
+//! VHD as XenServer's blktap (`vhd-util`) writes it: dynamic and differencing disks with 2 MiB blocks, creator
+//! `tap` 1.3, sizes rounded up to 2 MiB, the `tdbatmap`, the hidden flag in footer byte 85, and three parent
+//! locators (`MacX`, `W2ku`, `W2ru`), all `./<parent file name>`. Fixed disks are read, never written.
+//!
+//! The public surface is what the SR layer and the block server use; parsing lives in private files.
+//!
+//! API CONTRACT (filled in by the VHD engine work; signatures are fixed, bodies are not written yet).
+
+use std::io;
+use std::path::Path;
+
+use uuid::Uuid;
+
+use crate::block::BlockDevice;
+use crate::{Error, Result};
+
+/// 512-byte sectors.
+pub const SECTOR: u64 = 512;
+/// The block size of every VHD we write (blktap's, and the only one sm accepts).
+pub const BLOCK_SIZE: u64 = 2 << 20;
+/// The largest virtual size (BAT entries are u32 sector offsets; sm and xapi enforce 2040 GiB).
+pub const MAX_SIZE: u64 = 2040 << 30;
+/// The deepest chain we create or open (sm's limit).
+pub const MAX_CHAIN_DEPTH: usize = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskType {
+    Fixed,
+    Dynamic,
+    Differencing,
+}
+
+/// A differencing disk's parent, as its header names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentRef {
+    /// The parent footer's UUID, from the child's header.
+    pub uuid: Uuid,
+    /// The parent's file name in the same directory (from the relative locator, `./` stripped). Never contains `/`.
+    pub file_name: String,
+}
+
+/// What one file's metadata says (no chain walk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The footer's UUID.
+    pub uuid: Uuid,
+    pub disk_type: DiskType,
+    /// The guest-visible size (footer current size), bytes.
+    pub virtual_size: u64,
+    /// blktap's hidden flag (footer byte 85).
+    pub hidden: bool,
+    pub parent: Option<ParentRef>,
+    /// The footer's creator application, e.g. `*b"tap\0"`.
+    pub creator: [u8; 4],
+    /// The file's length, bytes.
+    pub file_size: u64,
+    /// Blocks allocated in this file (BAT entries that are not `0xFFFFFFFF`).
+    pub allocated_blocks: u64,
+    pub block_size: u64,
+}
+
+/// Reads and validates one file's footer, header, BAT and locators.
+pub fn read_info(path: &Path) -> Result<Info> {
+    let _ = path;
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Creates a sparse dynamic VHD of `virtual_size` rounded up to 2 MiB (at most [`MAX_SIZE`]). Fails if `path`
+/// exists. The file is durable (fsynced, and its directory) when this returns.
+pub fn create_dynamic(path: &Path, uuid: Uuid, virtual_size: u64) -> Result<Info> {
+    let _ = (path, uuid, virtual_size);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Creates an empty differencing VHD whose parent is `parent` (a file in the same directory), with the parent's
+/// size. Fails if `path` exists or the chain would be deeper than [`MAX_CHAIN_DEPTH`]. Durable when it returns.
+pub fn create_child(path: &Path, uuid: Uuid, parent: &Path) -> Result<Info> {
+    let _ = (path, uuid, parent);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Sets or clears blktap's hidden flag (both footer copies). Durable when it returns.
+pub fn set_hidden(path: &Path, hidden: bool) -> Result<()> {
+    let _ = (path, hidden);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Points a differencing disk at another parent in the same directory (header parent UUID, mtime, name and the
+/// three locators). Durable when it returns.
+pub fn set_parent(path: &Path, parent: &Path) -> Result<()> {
+    let _ = (path, parent);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Grows a dynamic or differencing disk to `new_size` rounded up to 2 MiB; refuses to shrink. Crash-safe: an
+/// interrupted resize leaves the old size or the new, never a broken file.
+pub fn resize(path: &Path, new_size: u64) -> Result<Info> {
+    let _ = (path, new_size);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Checks one file as `vhd-util check` does (footers, checksums, header, BAT entries inside the file and not
+/// overlapping, batmap, locators). `Err(Corrupt)` names the first problem.
+pub fn check(path: &Path) -> Result<Info> {
+    let _ = path;
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// Copies every sector allocated in `child` into its parent (growing the parent if it is smaller). Idempotent and
+/// crash-safe: the parent's content, seen through the child, never changes. Returns the bytes copied.
+pub fn coalesce(child: &Path) -> Result<u64> {
+    let _ = child;
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+/// A leaf and its ancestors, opened for I/O. Parents are opened read-only and must be in the leaf's directory.
+#[derive(Debug)]
+pub struct Chain {
+    _private: (),
+}
+
+impl Chain {
+    /// Opens `leaf` and walks its parents (UUIDs must match, no loops, at most [`MAX_CHAIN_DEPTH`] files).
+    pub fn open(leaf: &Path, writable: bool) -> Result<Chain> {
+        let _ = (leaf, writable);
+        Err(Error::Invalid("VHD engine not written yet".into()))
+    }
+
+    /// How many files the chain has (1 for a disk without parent).
+    pub fn depth(&self) -> usize {
+        0
+    }
+
+    /// Byte ranges `(offset, len)` that are allocated in some file of the chain, in order, merged, at block
+    /// granularity at most; everything else reads as zeros.
+    pub fn allocated_ranges(&self) -> Result<Vec<(u64, u64)>> {
+        Err(Error::Invalid("VHD engine not written yet".into()))
+    }
+}
+
+/// Copies the content of `src` into `dst` (of at least the same size): ranges allocated in `src` are written
+/// (all-zero sectors are skipped where `dst` is unallocated), and ranges that `dst` holds but `src` does not are
+/// zeroed. Returns the bytes written. `dst` is flushed.
+pub fn copy_into(src: &Chain, dst: &Chain) -> Result<u64> {
+    let _ = (src, dst);
+    Err(Error::Invalid("VHD engine not written yet".into()))
+}
+
+impl BlockDevice for Chain {
+    fn size(&self) -> u64 {
+        0
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        Err(io::Error::other("VHD engine not written yet"))
+    }
+
+    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
+        Err(io::Error::other("VHD engine not written yet"))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Err(io::Error::other("VHD engine not written yet"))
+    }
+
+    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::other("VHD engine not written yet"))
+    }
+}

@@ -11,5 +11,6 @@
 pub mod block;
 pub mod error;
 pub mod formats;
+pub mod sr;
 
 pub use error::{Error, Result};

@@ -226,3 +226,56 @@ pub fn enum_def(name: &str) -> Option<&'static EnumDef> {
 pub fn error_code(name: &str) -> Option<&'static ErrorCode> {
     generated::ERRORS.iter().copied().find(|e| e.name == name)
 }
+
+/// A one-to-many relation: `many_class.many_field` (a read-only `ref set`) lists the objects of `one_class` whose
+/// `one_field` points back at it (`VM.VBDs` ↔ `VBD.VM`). The store keeps the set side true on every write, as xapi
+/// does for its datamodel's relations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relation {
+    pub many_class: &'static str,
+    pub many_field: &'static str,
+    pub one_class: &'static str,
+    pub one_field: &'static str,
+}
+
+/// The pointer behind a set field where the pointed-to class has several fields of the right type (xapi's
+/// `relations` list names them; the JSON datamodel does not).
+const AMBIGUOUS: &[(&str, &str, &str)] = &[
+    ("VM", "snapshots", "snapshot_of"),
+    ("VM", "children", "parent"),
+    ("VM", "VTPMs", "VM"),
+    ("host", "resident_VMs", "resident_on"),
+    ("PIF", "bond_master_of", "master"),
+    ("PIF", "VLAN_slave_of", "tagged_PIF"),
+    ("PIF", "tunnel_access_PIF_of", "access_PIF"),
+    ("PIF", "tunnel_transport_PIF_of", "transport_PIF"),
+    ("PIF", "sriov_physical_PIF_of", "physical_PIF"),
+    ("PIF", "sriov_logical_PIF_of", "logical_PIF"),
+    ("VDI", "snapshots", "snapshot_of"),
+    ("PGPU", "resident_VGPUs", "resident_on"),
+];
+
+/// Every relation, inferred from the datamodel: a read-only `X ref set` field of class `A` pairs with the one field
+/// of `X` of type `A ref` (or, where `X` has several, the one [`AMBIGUOUS`] names).
+pub fn relations() -> &'static [Relation] {
+    static RELATIONS: std::sync::OnceLock<Vec<Relation>> = std::sync::OnceLock::new();
+    RELATIONS.get_or_init(|| {
+        let mut out = Vec::new();
+        for a in classes() {
+            for f in a.fields {
+                let (Ty::Set(Ty::Ref(x)), Qualifier::RoRuntime) = (&f.ty, f.qualifier) else { continue };
+                let Some(xc) = class(x) else { continue };
+                let cands: Vec<&str> = xc.fields.iter().filter(|g| g.ty == Ty::Ref(a.name)).map(|g| g.name).collect();
+                let one = match cands.as_slice() {
+                    [only] => Some(*only),
+                    [] => None,
+                    _ => AMBIGUOUS.iter().find(|(c, s, _)| *c == a.name && *s == f.name).map(|(_, _, p)| *p),
+                };
+                if let Some(one_field) = one {
+                    out.push(Relation { many_class: a.name, many_field: f.name, one_class: xc.name, one_field });
+                }
+            }
+        }
+        out
+    })
+}

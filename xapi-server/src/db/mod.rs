@@ -10,6 +10,7 @@
 
 mod columns;
 mod migrations;
+mod relations;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -295,6 +296,7 @@ impl Store {
         let mut conn = self.lock_sql();
         let mut txn = Txn { store: self, changes: BTreeMap::new() };
         let out = f(&mut txn)?;
+        txn.maintain_relations()?;
         if txn.changes.is_empty() {
             return Ok(out);
         }

@@ -6,12 +6,31 @@
 //! `<metadata>` ([`crate::xml::METADATA_NS`]) and the agent ignores domains that are not its own.
 //!
 //! All calls block (libvirt's API is synchronous); the daemon runs them on its blocking thread pool.
+//!
+//! # Disks of a running domain
+//!
+//! [`Agent::attach_disk`], [`Agent::detach_disk`] and [`Agent::change_media`] change the live domain only
+//! (`VIR_DOMAIN_AFFECT_LIVE`: there is no persistent definition), with the same `<disk>` element the domain was
+//! created with ([`crate::xml::disk_xml`]), written for the flavour the running domain has (read back from its XML).
+//!
+//! - **Attach** returns once QEMU has the device; the guest sees a virtio disk when it handles the ACPI PCI
+//!   hotplug event (Linux does, with `acpiphp`, built into Debian's kernels). IDE cannot be hot-plugged, so a QEMU
+//!   CD drive must be in the domain from its start; its media is changed instead.
+//! - **Detach needs the guest**: QEMU only asks it (ACPI) to release the PCI device, and the disk is gone when the
+//!   guest has done so. libvirt's QEMU driver itself waits up to 5 s for that before it returns, then the agent
+//!   watches the live XML until the disk has left it or the timeout has passed ([`AgentError::DetachTimeout`]): so a
+//!   guest that does not cooperate costs at least 5 s, whatever the timeout. The request stays pending in QEMU, and
+//!   a guest that releases the disk later (e.g. once unpaused) still does. (The `virt` crate has no binding for
+//!   libvirt's device-removed event, hence the polling: every 20 ms, doubling up to 200 ms.)
+//! - **Media changes** are forced (`VIR_DOMAIN_DEVICE_MODIFY_FORCE`): a tray the guest has locked is opened anyway,
+//!   as xapi's `VBD.eject` does. The media is read as raw data (ISO images).
 
 mod ffi;
 
 use std::path::Path;
 use std::sync::Once;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use virt::connect::Connect;
@@ -20,8 +39,8 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use crate::accel::{self, AccelChoice, KvmCheck};
-use crate::spec::{Accel, DomainSpec, Target};
-use crate::xml;
+use crate::spec::{Accel, Disk, DiskFormat, DiskKind, DiskSource, DomainSpec, Target};
+use crate::xml::{self, Flavour, LiveDisk, XmlError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -34,6 +53,15 @@ pub enum AgentError {
     Connect { uri: String, message: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The domain has no disk (or, for a media change, no CD drive) at this target.
+    #[error("domain {uuid} has no {what} {dev}")]
+    NoDisk { uuid: String, dev: String, what: &'static str },
+    /// The guest did not release a disk in time (hot-unplug needs the guest's cooperation). The request stays
+    /// pending: the guest may still release it.
+    #[error("the guest of domain {uuid} did not release disk {dev} within {:.1} s", .waited.as_secs_f64())]
+    DetachTimeout { uuid: String, dev: String, waited: Duration },
+    #[error(transparent)]
+    Xml(#[from] XmlError),
 }
 
 fn libvirt(e: virt::error::Error) -> AgentError {
@@ -193,8 +221,8 @@ impl Agent {
     }
 
     /// The domain XML this agent would create for `spec`.
-    pub fn domain_xml(&self, spec: &DomainSpec) -> String {
-        xml::domain_xml(spec, self.target)
+    pub fn domain_xml(&self, spec: &DomainSpec) -> Result<String> {
+        Ok(xml::domain_xml(spec, self.target)?)
     }
 
     pub fn node(&self) -> Result<NodeFacts> {
@@ -227,7 +255,7 @@ impl Agent {
 
     /// Creates and starts the domain (paused if asked).
     pub fn start(&self, spec: &DomainSpec, paused: bool) -> Result<DomainStatus> {
-        let xml = self.domain_xml(spec);
+        let xml = self.domain_xml(spec)?;
         let flags = if paused { sys::VIR_DOMAIN_START_PAUSED } else { sys::VIR_DOMAIN_NONE };
         let dom = match self.conn.create_domain_xml(&xml, flags) {
             Ok(dom) => dom,
@@ -244,12 +272,31 @@ impl Agent {
 
     /// Our domain with this UUID, if it exists.
     fn domain(&self, uuid: &str) -> Result<Domain> {
-        match self.conn.lookup_domain_by_uuid_string(uuid) {
-            Ok(dom) if self.is_ours(&dom) => Ok(dom),
-            Ok(_) => Err(AgentError::NoDomain(uuid.to_owned())),
-            Err(e) if e.code().is(ErrorNumber::NoDomain) => Err(AgentError::NoDomain(uuid.to_owned())),
+        self.live(uuid).map(|(dom, _)| dom)
+    }
+
+    /// Our domain with this UUID and its live XML.
+    fn live(&self, uuid: &str) -> Result<(Domain, String)> {
+        let no_domain = || AgentError::NoDomain(uuid.to_owned());
+        let dom = match self.conn.lookup_domain_by_uuid_string(uuid) {
+            Ok(dom) => dom,
+            Err(e) if e.code().is(ErrorNumber::NoDomain) => return Err(no_domain()),
+            Err(e) => return Err(libvirt(e)),
+        };
+        match dom.xml_desc(0) {
+            Ok(live) if xml::owner_of(&live).is_some_and(|o| o == self.owner) => Ok((dom, live)),
+            Ok(_) => Err(no_domain()),
+            Err(e) if e.code().is(ErrorNumber::NoDomain) => Err(no_domain()),
             Err(e) => Err(libvirt(e)),
         }
+    }
+
+    /// Our running domain, its live XML, and the flavour its devices are written in.
+    fn live_flavour(&self, uuid: &str) -> Result<(Domain, String, Flavour)> {
+        let (dom, live) = self.live(uuid)?;
+        let flavour = xml::flavour_of(&live)
+            .ok_or_else(|| AgentError::Libvirt(format!("domain {uuid} is of a type the agent does not know")))?;
+        Ok((dom, live, flavour))
     }
 
     fn is_ours(&self, dom: &Domain) -> bool {
@@ -335,6 +382,56 @@ impl Agent {
         status_of(&dom, uuid)
     }
 
+    /// The disks of the running domain, as libvirt has them now.
+    pub fn live_disks(&self, uuid: &str) -> Result<Vec<LiveDisk>> {
+        Ok(xml::live_disks(&self.live(uuid)?.1)?)
+    }
+
+    /// Plugs `disk` into the running domain (see the module's notes on disks).
+    pub fn attach_disk(&self, uuid: &str, disk: &Disk) -> Result<()> {
+        let (dom, _, flavour) = self.live_flavour(uuid)?;
+        let device = xml::disk_xml(disk, flavour)?;
+        dom.attach_device_flags(&device, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(|e| gone(e, uuid))
+    }
+
+    /// Unplugs the disk at `position` from the running domain and waits, up to `timeout`, until the guest has let it
+    /// go (see the module's notes on disks).
+    pub fn detach_disk(&self, uuid: &str, position: u32, kind: DiskKind, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        let (dom, live, flavour) = self.live_flavour(uuid)?;
+        let dev = xml::disk_dev(position, kind, flavour);
+        let no_disk = || AgentError::NoDisk { uuid: uuid.to_owned(), dev: dev.clone(), what: "disk" };
+        // libvirt finds the disk by its target; the element as libvirt wrote it is what virsh sends too.
+        let device = xml::disk_fragment(&live, &dev)?.ok_or_else(no_disk)?;
+        dom.detach_device_flags(device, sys::VIR_DOMAIN_AFFECT_LIVE).map_err(|e| gone(e, uuid))?;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let live = dom.xml_desc(0).map_err(|e| gone(e, uuid))?;
+            if xml::disk_fragment(&live, &dev)?.is_none() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(AgentError::DetachTimeout { uuid: uuid.to_owned(), dev, waited });
+            }
+            std::thread::sleep(pause.min(timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Puts `media` into the CD drive at `position` of the running domain ([`DiskSource::Empty`] ejects it).
+    pub fn change_media(&self, uuid: &str, position: u32, media: &DiskSource) -> Result<()> {
+        let (dom, live, flavour) = self.live_flavour(uuid)?;
+        let dev = xml::disk_dev(position, DiskKind::Cdrom, flavour);
+        if !xml::live_disks(&live)?.iter().any(|d| d.dev == dev && d.kind == DiskKind::Cdrom) {
+            return Err(AgentError::NoDisk { uuid: uuid.to_owned(), dev, what: "CD drive" });
+        }
+        let drive =
+            Disk { position, source: media.clone(), format: DiskFormat::Raw, kind: DiskKind::Cdrom, readonly: true };
+        let flags = sys::VIR_DOMAIN_AFFECT_LIVE | sys::VIR_DOMAIN_DEVICE_MODIFY_FORCE;
+        dom.update_device_flags(&xml::disk_xml(&drive, flavour)?, flags).map_err(|e| gone(e, uuid))
+    }
+
     /// The loopback TCP port of the domain's VNC server, once QEMU has one.
     pub fn vnc_port(&self, uuid: &str) -> Result<Option<u16>> {
         let desc = self.domain(uuid)?.xml_desc(0).map_err(libvirt)?;
@@ -342,13 +439,15 @@ impl Agent {
     }
 }
 
+/// A libvirt error, or [`AgentError::NoDomain`] if it says the domain is gone: it may go away between any two
+/// questions.
+fn gone(e: virt::error::Error, uuid: &str) -> AgentError {
+    if e.code().is(ErrorNumber::NoDomain) { AgentError::NoDomain(uuid.to_owned()) } else { libvirt(e) }
+}
+
 fn status_of(dom: &Domain, uuid: &str) -> Result<DomainStatus> {
-    // The domain may go away between any two questions.
-    let gone = |e: virt::error::Error| {
-        if e.code().is(ErrorNumber::NoDomain) { AgentError::NoDomain(uuid.to_owned()) } else { libvirt(e) }
-    };
-    let (state, _) = dom.state().map_err(gone)?;
-    let info = dom.info().map_err(gone)?;
+    let (state, _) = dom.state().map_err(|e| gone(e, uuid))?;
+    let info = dom.info().map_err(|e| gone(e, uuid))?;
     let power = match state.unwrap_or(DomainState::NoState) {
         DomainState::Paused | DomainState::PMSuspended => Power::Paused,
         DomainState::Crashed => Power::Crashed,

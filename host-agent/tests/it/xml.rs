@@ -1,4 +1,4 @@
-//! Domain XML from `host_agent::xml`: snapshots of four typical guests, each checked against libvirt's schema twice
+//! Domain XML from `host_agent::xml`: snapshots of five typical guests, each checked against libvirt's schema twice
 //! (libvirt's test driver with `VIR_DOMAIN_DEFINE_VALIDATE`, and `virt-xml-validate`), plus the owner round trip.
 //!
 //! Every test opens its own private test-driver host (`tests/data/testdriver-node.xml`), so they run in parallel
@@ -130,10 +130,37 @@ fn xen_pv() -> (DomainSpec, Target) {
         disks: vec![
             disk(0, "/var/lib/xapi-rs/sr/root.vhd", DiskFormat::Vhd, DiskKind::Disk, false),
             disk(1, "/var/lib/xapi-rs/sr/data.img", DiskFormat::Raw, DiskKind::Disk, true),
-            disk(3, "", DiskFormat::Raw, DiskKind::Cdrom, true),
+            Disk {
+                position: 3,
+                source: DiskSource::Empty,
+                format: DiskFormat::Raw,
+                kind: DiskKind::Cdrom,
+                readonly: true,
+            },
         ],
     };
     (spec, Target::Xen)
+}
+
+/// The tiny TCG guest with disks from a block server: a system disk file, two NBD exports on unix sockets (one
+/// read-only, one the default export), and an empty CD drive.
+fn qemu_tcg_nbd() -> (DomainSpec, Target) {
+    let (mut spec, target) = qemu_tcg_direct();
+    let nbd = |position, socket: &str, export: &str, readonly| Disk {
+        position,
+        source: DiskSource::Nbd { socket: PathBuf::from(socket), export: export.into() },
+        // A block server serves raw data whatever the image's format.
+        format: DiskFormat::Vhd,
+        kind: DiskKind::Disk,
+        readonly,
+    };
+    spec.disks = vec![
+        disk(0, "/var/lib/xapi-rs/sr/system.img", DiskFormat::Raw, DiskKind::Disk, false),
+        nbd(1, "/run/xapi-rs/nbd/2f6c1b9e.sock", "2f6c1b9e-vdi", false),
+        nbd(2, "/run/xapi-rs/nbd/7d0a4c3b.sock", "", true),
+        Disk { position: 3, source: DiskSource::Empty, format: DiskFormat::Raw, kind: DiskKind::Cdrom, readonly: true },
+    ];
+    (spec, target)
 }
 
 /// A Xen HVM guest: firmware boot, IDE disks below position 4 and a PV-only disk above, viridian, cirrus.
@@ -174,6 +201,10 @@ fn xen_hvm() -> (DomainSpec, Target) {
 
 // ---- helpers ----
 
+fn xml_of(spec: &DomainSpec, target: Target) -> String {
+    domain_xml(spec, target).expect("the spec has XML")
+}
+
 /// A fresh, private libvirt test-driver host.
 fn test_host() -> Connect {
     let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/testdriver-node.xml");
@@ -211,14 +242,14 @@ fn assert_contains(haystack: &str, needle: &str) {
 
 fn snapshot(case: fn() -> (DomainSpec, Target), expected: ExpectFile) {
     let (spec, target) = case();
-    expected.assert_eq(&domain_xml(&spec, target));
+    expected.assert_eq(&xml_of(&spec, target));
 }
 
 /// Defines the guest's XML with schema validation on a private test host, and checks that what libvirt reads back
 /// keeps the parts that matter.
 fn round_trip_on_test_driver(case: fn() -> (DomainSpec, Target)) {
     let (spec, target) = case();
-    let xml = domain_xml(&spec, target);
+    let xml = xml_of(&spec, target);
     let conn = test_host();
     let dom = define_validated(&conn, &xml).unwrap_or_else(|e| panic!("libvirt refused the XML: {e}\n{xml}"));
     let dumped = dom.xml_desc(0).expect("the defined domain's XML");
@@ -255,10 +286,16 @@ fn round_trip_on_test_driver(case: fn() -> (DomainSpec, Target)) {
     }
     assert_eq!(dumped.matches("<disk type=").count(), spec.disks.len(), "disks in:\n{dumped}");
     for d in &spec.disks {
-        if let DiskSource::File(p) = &d.source
-            && !p.as_os_str().is_empty()
-        {
-            assert_contains(&dumped, &format!("<source file='{}'/>", p.display()));
+        match &d.source {
+            DiskSource::File(p) if !p.as_os_str().is_empty() => {
+                assert_contains(&dumped, &format!("<source file='{}'/>", p.display()));
+            }
+            DiskSource::File(_) | DiskSource::Empty => {}
+            DiskSource::Nbd { socket, export } => {
+                let name = if export.is_empty() { String::new() } else { format!(" name='{export}'") };
+                assert_contains(&dumped, &format!("<source protocol='nbd'{name}>"));
+                assert_contains(&dumped, &format!("<host transport='unix' socket='{}'/>", socket.display()));
+            }
         }
     }
     assert_eq!(dumped.matches("<interface type=").count(), spec.nics.len(), "interfaces in:\n{dumped}");
@@ -275,7 +312,7 @@ fn round_trip_on_test_driver(case: fn() -> (DomainSpec, Target)) {
 
 fn schema_valid(case: fn() -> (DomainSpec, Target)) {
     let (spec, target) = case();
-    let xml = domain_xml(&spec, target);
+    let xml = xml_of(&spec, target);
     if let Err(report) = virt_xml_validate(&xml) {
         panic!("virt-xml-validate rejected the XML:\n{report}\n{xml}");
     }
@@ -291,6 +328,11 @@ fn snapshot_qemu_tcg_direct_kernel() {
 #[test]
 fn snapshot_qemu_kvm_hvm() {
     snapshot(qemu_kvm_hvm, expect_file!["../data/xml/qemu-kvm-hvm.xml"]);
+}
+
+#[test]
+fn snapshot_qemu_tcg_nbd_disks() {
+    snapshot(qemu_tcg_nbd, expect_file!["../data/xml/qemu-tcg-nbd.xml"]);
 }
 
 #[test]
@@ -316,6 +358,11 @@ fn test_driver_validates_and_round_trips_qemu_kvm_hvm() {
 }
 
 #[test]
+fn test_driver_validates_and_round_trips_qemu_tcg_nbd_disks() {
+    round_trip_on_test_driver(qemu_tcg_nbd);
+}
+
+#[test]
 fn test_driver_validates_and_round_trips_xen_pv() {
     round_trip_on_test_driver(xen_pv);
 }
@@ -329,7 +376,7 @@ fn test_driver_validates_and_round_trips_xen_hvm() {
 #[test]
 fn test_driver_rejects_an_unknown_element() {
     let (spec, target) = qemu_tcg_direct();
-    let xml = domain_xml(&spec, target).replace("</domain>", "  <bogus/>\n</domain>");
+    let xml = xml_of(&spec, target).replace("</domain>", "  <bogus/>\n</domain>");
     let conn = test_host();
     assert!(conn.define_domain_xml(&xml).is_ok(), "without validation the bogus element is ignored");
     let conn = test_host();
@@ -350,6 +397,11 @@ fn virt_xml_validate_accepts_qemu_kvm_hvm() {
 }
 
 #[test]
+fn virt_xml_validate_accepts_qemu_tcg_nbd_disks() {
+    schema_valid(qemu_tcg_nbd);
+}
+
+#[test]
 fn virt_xml_validate_accepts_xen_pv() {
     schema_valid(xen_pv);
 }
@@ -362,7 +414,7 @@ fn virt_xml_validate_accepts_xen_hvm() {
 #[test]
 fn virt_xml_validate_rejects_an_unknown_element() {
     let (spec, target) = xen_hvm();
-    let xml = domain_xml(&spec, target).replace("</devices>", "  <bogus/>\n  </devices>");
+    let xml = xml_of(&spec, target).replace("</devices>", "  <bogus/>\n  </devices>");
     assert!(virt_xml_validate(&xml).is_err(), "virt-xml-validate accepted a bogus device");
 }
 
@@ -370,9 +422,9 @@ fn virt_xml_validate_rejects_an_unknown_element() {
 
 #[test]
 fn owner_round_trips_through_our_xml() {
-    for case in [qemu_tcg_direct, qemu_kvm_hvm, xen_pv, xen_hvm] {
+    for case in [qemu_tcg_direct, qemu_kvm_hvm, qemu_tcg_nbd, xen_pv, xen_hvm] {
         let (spec, target) = case();
-        assert_eq!(owner_of(&domain_xml(&spec, target)), Some(spec.owner));
+        assert_eq!(owner_of(&xml_of(&spec, target)), Some(spec.owner));
     }
 }
 
@@ -387,7 +439,7 @@ fn markup_characters_in_title_owner_and_paths_survive_libvirt() {
         cmdline: r#"console=ttyS0 msg="<&>" 'q'"#.into(),
     };
     spec.serial_log = Some("/var/log/xapi-rs/\"quoted\" & <angled>.log".into());
-    let xml = domain_xml(&spec, target);
+    let xml = xml_of(&spec, target);
     assert_eq!(owner_of(&xml).as_deref(), Some(spec.owner.as_str()));
     if let Err(report) = virt_xml_validate(&xml) {
         panic!("virt-xml-validate rejected the XML:\n{report}\n{xml}");
@@ -409,7 +461,7 @@ fn markup_characters_in_title_owner_and_paths_survive_libvirt() {
 fn multi_line_title_becomes_one_line() {
     let (mut spec, target) = xen_pv();
     spec.title = "first\nsecond\r\nthird".into();
-    let xml = domain_xml(&spec, target);
+    let xml = xml_of(&spec, target);
     assert_contains(&xml, "<title>first second  third</title>");
     let conn = test_host();
     define_validated(&conn, &xml).unwrap_or_else(|e| panic!("libvirt refused the XML: {e}\n{xml}"));

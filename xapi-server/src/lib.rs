@@ -21,6 +21,7 @@ pub mod hv;
 mod priority;
 pub mod rpc;
 pub mod state;
+pub mod storage;
 pub mod tasks;
 pub mod where_expr;
 
@@ -70,7 +71,10 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
     let reserve = config.hv.host_memory_reserve.map(|r| r as i64);
     let (host, pool) = bootstrap::run(&store, &facts, password, reserve)?;
     let hv = hv::Hypervisor::new(config.hv.clone(), &config.data_dir);
-    Ok(Arc::new(State::new(store, config.settings.clone(), host, pool, hv)))
+    let storage = storage::Storage::new(&config.data_dir, &hv.run_dir);
+    let state = Arc::new(State::new(store, config.settings.clone(), host, pool, hv, storage));
+    storage::start(&state)?;
+    Ok(state)
 }
 
 /// Connects to the hypervisor (if the daemon has one) and brings the store in line with it; a libvirt that is not

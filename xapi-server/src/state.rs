@@ -65,12 +65,21 @@ pub struct State {
     pub registrations: Registrations,
     /// The hypervisor VMs run on.
     pub hv: Hypervisor,
+    /// Attached SRs and the block servers serving their VDIs.
+    pub storage: crate::storage::Storage,
     /// Set when the daemon stops: waiting event calls answer at once instead of holding the shutdown up.
     stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
-    pub fn new(store: Store, settings: Settings, host: Ref, pool: Ref, hv: Hypervisor) -> State {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        host: Ref,
+        pool: Ref,
+        hv: Hypervisor,
+        storage: crate::storage::Storage,
+    ) -> State {
         let now = Instant::now();
         let session = model::class("session").expect("session class");
         let activity = store.all(session).into_iter().map(|(r, _)| (r, now)).collect();
@@ -83,6 +92,7 @@ impl State {
             tasks: Running::default(),
             registrations: Registrations::default(),
             hv,
+            storage,
             stopping: tokio::sync::watch::Sender::new(false),
         }
     }

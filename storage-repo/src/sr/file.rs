@@ -27,6 +27,9 @@ use super::{Usage, sync_dir};
 use crate::formats::vhd::{self, Chain, Info};
 use crate::{Error, Result};
 
+/// The file naming the SR a directory holds.
+const SR_UUID_FILE: &str = ".sr-uuid";
+
 #[derive(Debug)]
 pub struct FileSr {
     root: PathBuf,
@@ -63,8 +66,9 @@ pub struct Snapshot {
 }
 
 impl FileSr {
-    /// Makes a new SR in `root` (created if missing; an existing directory must hold no VHD files).
-    pub fn create(root: &Path) -> Result<FileSr> {
+    /// Makes a new SR in `root` (created if missing; an existing directory must hold no VHD files) and records
+    /// the SR's UUID in it (`.sr-uuid`, what [`FileSr::probe`] finds).
+    pub fn create(root: &Path, sr_uuid: &str) -> Result<FileSr> {
         super::check_dir(root, false)?;
         fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let sr = FileSr { root: root.to_path_buf(), lock: Default::default() };
@@ -74,7 +78,20 @@ impl FileSr {
                 root.display()
             )));
         }
+        let marker = root.join(SR_UUID_FILE);
+        fs::write(&marker, format!("{sr_uuid}\n")).map_err(|e| Error::io(&marker, e))?;
+        sync_dir(root)?;
         Ok(sr)
+    }
+
+    /// The UUID of the SR in `root`, if `root` holds one.
+    pub fn probe(root: &Path) -> Result<Option<String>> {
+        super::check_dir(root, false)?;
+        match fs::read_to_string(root.join(SR_UUID_FILE)) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(root.join(SR_UUID_FILE), e)),
+        }
     }
 
     /// Opens an existing SR and finishes or undoes what a crash interrupted.
@@ -175,6 +192,23 @@ impl FileSr {
         }
         fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         sync_dir(&self.root)
+    }
+
+    /// Deletes everything the SR holds (its VHD files, journals, its UUID marker) and the directory if it is then
+    /// empty. The toolstack checks first that no VDI is in use.
+    pub fn destroy_all(&self) -> Result<()> {
+        let _g = self.guard();
+        for u in self.vhd_names()? {
+            let p = self.path(&u);
+            fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let j = super::journal::dir(&self.root);
+        if j.exists() {
+            fs::remove_dir_all(&j).map_err(|e| Error::io(&j, e))?;
+        }
+        let _ = fs::remove_file(self.root.join(SR_UUID_FILE));
+        let _ = fs::remove_dir(&self.root);
+        Ok(())
     }
 
     /// Grows a VDI (never shrinks).

@@ -3,9 +3,14 @@
 
 mod event;
 mod host;
+mod pbd;
 mod session;
+mod sr;
 mod task;
+mod vbd;
+mod vdi;
 mod vm;
+
 
 use crate::dispatch::Handler;
 
@@ -46,6 +51,48 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("VM", "compute_memory_overhead") => vm::compute_memory_overhead,
         ("VM", "assert_can_boot_here") => vm::assert_can_boot_here,
         ("VM", "get_possible_hosts") => vm::get_possible_hosts,
+        ("SR", "create") => sr::create,
+        ("SR", "introduce") => sr::introduce,
+        ("SR", "forget") => sr::forget,
+        ("SR", "destroy") => sr::destroy,
+        ("SR", "scan") => sr::scan,
+        ("SR", "update") => sr::update,
+        ("SR", "probe") => sr::probe,
+        ("SR", "get_supported_types") => sr::get_supported_types,
+        ("SR", "set_name_label") => sr::set_name_label,
+        ("SR", "set_name_description") => sr::set_name_description,
+        ("SR", "set_shared") => sr::set_shared,
+        ("SR", "set_physical_size") => sr::set_physical_size,
+        ("PBD", "create") => pbd::create,
+        ("PBD", "destroy") => pbd::destroy,
+        ("PBD", "plug") => pbd::plug,
+        ("PBD", "unplug") => pbd::unplug,
+        ("PBD", "set_device_config") => pbd::set_device_config,
+        ("VDI", "create") => vdi::create,
+        ("VDI", "destroy") => vdi::destroy,
+        ("VDI", "snapshot") => vdi::snapshot,
+        ("VDI", "clone") => vdi::clone,
+        ("VDI", "copy") => vdi::copy,
+        ("VDI", "resize") => vdi::resize,
+        ("VDI", "resize_online") => vdi::resize_online,
+        ("VDI", "introduce") => vdi::introduce,
+        ("VDI", "forget") => vdi::forget,
+        ("VDI", "update") => vdi::update,
+        ("VDI", "set_name_label") => vdi::set_name_label,
+        ("VDI", "set_name_description") => vdi::set_name_description,
+        ("VDI", "set_read_only") => vdi::set_read_only,
+        ("VDI", "set_sharable") => vdi::set_sharable,
+        ("VDI", "set_on_boot") => vdi::set_on_boot,
+        ("VDI", "set_allow_caching") => vdi::set_allow_caching,
+        ("VBD", "create") => vbd::create,
+        ("VBD", "destroy") => vbd::destroy,
+        ("VBD", "plug") => vbd::plug,
+        ("VBD", "unplug") => vbd::unplug,
+        ("VBD", "unplug_force") => vbd::unplug_force,
+        ("VBD", "insert") => vbd::insert,
+        ("VBD", "eject") => vbd::eject,
+        ("VBD", "assert_attachable") => vbd::assert_attachable,
+        ("VBD", "set_mode") => vbd::set_mode,
         _ => return None,
     })
 }

@@ -133,6 +133,18 @@ pub fn apply(state: &State, vm_ref: &str, status: Option<&DomainStatus>) -> Resu
             tx.update(host_c, &host, |old| *old = h.clone())?;
         }
 
+        // A VM that starts or stops takes its VBDs with it (hot-plugs in between are VBD.plug's and unplug's).
+        if resident != was_resident {
+            let vbd_c = class("VBD");
+            for vbd in vm.refs("VBDs") {
+                if let Ok(mut b) = tx.get(vbd_c, vbd)
+                    && set(vbd_c, &mut b, "currently_attached", resident)
+                {
+                    tx.update(vbd_c, vbd, |old| *old = b)?;
+                }
+            }
+        }
+
         // The host's free memory, as it is once this transaction is in (computed inside it: transactions run one
         // at a time, so the last writer saw the latest state).
         let hm_ref = h[metrics_i].as_str().unwrap_or_default().to_string();
@@ -143,7 +155,11 @@ pub fn apply(state: &State, vm_ref: &str, status: Option<&DomainStatus>) -> Resu
             tx.update(host_metrics_c, &hm_ref, |old| *old = hm)?;
         }
         Ok::<_, DbError>(())
-    })
+    })?;
+    if !resident && (was_resident || !vm.refs("VBDs").is_empty()) {
+        crate::storage::release_unused(state);
+    }
+    Ok(())
 }
 
 /// Writes the host's free memory (after a change of residence or of the admission promises).

@@ -9,11 +9,11 @@
 //! | `platform` | features, clock, video, tablet (see `host_agent::xml`) |
 //! | `actions_after_*` | `on_poweroff`, `on_reboot`, `on_crash` |
 //! | VIFs | NICs with their MAC on their network's bridge (no bridge: user-mode networking) |
-//! | VBDs | disks at their `userdevice`; the VDI's `location` is the image file |
+//! | VBDs | disks at their `userdevice`: VHD VDIs through their block server (NBD), ISO images as files, empty CD drives |
 
 use std::path::PathBuf;
 
-use host_agent::spec::{Action, BootDevice, CrashAction, Disk, DiskFormat, DiskKind, DiskSource, DomainSpec, Nic, Os};
+use host_agent::spec::{Action, BootDevice, CrashAction, Disk, DomainSpec, Nic, Os};
 use xapi_types::generated::errors as codes;
 
 use super::rec::{Rec, class};
@@ -133,37 +133,7 @@ fn nics(state: &State, vm: Rec<'_>) -> Result<Vec<Nic>, ApiError> {
     Ok(out)
 }
 
+/// The VM's disks: each VBD through `storage` (which starts the block servers of VHD disks).
 fn disks(state: &State, vm_ref: &str, vm: Rec<'_>) -> Result<Vec<Disk>, ApiError> {
-    let (vbd_c, vdi_c) = (class("VBD"), class("VDI"));
-    let mut out = Vec::new();
-    for vbd_ref in vm.refs("VBDs") {
-        let Ok(row) = state.store.get(vbd_c, vbd_ref) else { continue };
-        let vbd = Rec::new(vbd_c, &row.fields);
-        let cdrom = vbd.str("type") == "CD";
-        let position = vbd.str("userdevice").parse().unwrap_or(out.len() as u32);
-        if vbd.bool("empty") {
-            continue;
-        }
-        let Some(vdi) = vbd.reference("VDI").and_then(|v| state.store.get(vdi_c, v).ok()) else {
-            return Err(ApiError::handle_invalid("VDI", vbd.str("VDI")));
-        };
-        let vdi = Rec::new(vdi_c, &vdi.fields);
-        let path = PathBuf::from(vdi.str("location"));
-        if !path.is_absolute() || !path.exists() {
-            return Err(ApiError::new(&codes::VM_REQUIRES_SR, [vm_ref.to_string(), vdi.str("SR").to_string()]));
-        }
-        let format = match vdi.map_get("sm_config", "type").or(path.extension().and_then(|e| e.to_str())) {
-            Some("vhd" | "vpc") => DiskFormat::Vhd,
-            Some("qcow2") => DiskFormat::Qcow2,
-            _ => DiskFormat::Raw,
-        };
-        out.push(Disk {
-            position,
-            source: DiskSource::File(path),
-            format,
-            kind: if cdrom { DiskKind::Cdrom } else { DiskKind::Disk },
-            readonly: cdrom || vbd.str("mode") == "RO" || vdi.bool("read_only"),
-        });
-    }
-    Ok(out)
+    vm.refs("VBDs").into_iter().map(|vbd| crate::storage::vbd_disk(state, vm_ref, vbd)).collect()
 }

@@ -1,0 +1,328 @@
+//! `VDI` messages: create (a sparse VHD), destroy, snapshot and clone (differencing chains), copy, resize,
+//! introduce, forget, update, and the setters the datamodel lists as messages. The file work is
+//! `storage_repo::sr::FileSr`'s; a VDI being served to a running VM is paused around it (as XenServer pauses its
+//! tapdisk).
+
+use std::sync::Arc;
+
+use storage_repo::sr::FileSr;
+use uuid::Uuid;
+use xapi_types::generated::errors as codes;
+use xapi_types::value::NULL_REF;
+use xapi_types::{Class, Message, Value};
+
+use crate::db::{self, DbError};
+use crate::dispatch::{Ctx, Reply};
+use crate::error::ApiError;
+use crate::generic;
+use crate::hv::rec::{Rec, class, set};
+use crate::state::State;
+use crate::storage::{self, Backend, sync};
+
+type Args = Vec<Value>;
+
+fn arg(args: &[Value], i: usize) -> &str {
+    args.get(i).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The `ext` SR holding VDI `vdi` (and the VDI's file UUID); other SR types answer `SR_OPERATION_NOT_SUPPORTED`.
+fn ext_of(state: &State, vdi: &str) -> Result<(Arc<FileSr>, Uuid, String), ApiError> {
+    let (uuid, sr) = storage::vdi_uuid(state, vdi)?;
+    match state.storage.backend(&sr)? {
+        Backend::Ext(f) => Ok((f, uuid, sr)),
+        Backend::Iso(_) => Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr])),
+    }
+}
+
+fn ext_sr(state: &State, sr: &str) -> Result<Arc<FileSr>, ApiError> {
+    state.store.get(class("SR"), sr)?;
+    match state.storage.backend(sr)? {
+        Backend::Ext(f) => Ok(f),
+        Backend::Iso(_) => Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr])),
+    }
+}
+
+/// `VDI_IN_USE [vdi, operation]` if a VBD has the VDI attached.
+fn not_attached(state: &State, vdi: &str, operation: &str) -> Result<(), ApiError> {
+    if storage::attached_vbds(state, vdi).next().is_some() {
+        return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, operation]));
+    }
+    Ok(())
+}
+
+fn managed(state: &State, vdi: &str) -> Result<(), ApiError> {
+    let vdi_c = class("VDI");
+    if !Rec::new(vdi_c, &state.store.get(vdi_c, vdi)?.fields).bool("managed") {
+        return Err(ApiError::new(&codes::VDI_NOT_MANAGED, [vdi]));
+    }
+    Ok(())
+}
+
+/// `VDI.create(record)`: a sparse VHD of `virtual_size` (rounded up to 2 MiB) in an `ext` SR.
+pub fn create(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let (r, mut f) = generic::new_row(ctx, c, args)?;
+    let sr = Rec::new(c, &f).str("SR").to_string();
+    let size = Rec::new(c, &f).int("virtual_size");
+    if size <= 0 {
+        return Err(ApiError::invalid_value("virtual_size", &size.to_string()));
+    }
+    let fsr = ext_sr(ctx.state, &sr)?;
+    let uuid = Uuid::parse_str(Rec::new(c, &f).str("uuid")).map_err(ApiError::internal)?;
+    let file = fsr.create_vdi(uuid, size as u64)?;
+    set(c, &mut f, "location", uuid.to_string());
+    set(c, &mut f, "virtual_size", file.virtual_size as i64);
+    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
+    set(c, &mut f, "managed", true);
+    let result = ctx.state.store.transaction(|tx| tx.insert(c, &r, f));
+    if let Err(e) = result {
+        let _ = fsr.destroy_vdi(&uuid);
+        return Err(e.into());
+    }
+    sync::sr(ctx.state, &sr)?;
+    Ok(Reply::Value(Value::Str(r)))
+}
+
+/// `VDI.destroy`: the file and the record go (with the VDI's detached VBDs); its chain's parents are left to the
+/// collector.
+pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vdi = arg(&args, 0);
+    let row = ctx.state.store.get(c, vdi)?;
+    let sr = Rec::new(c, &row.fields).str("SR").to_string();
+    not_attached(ctx.state, vdi, "destroy")?;
+    managed(ctx.state, vdi)?;
+    let (fsr, uuid, _) = ext_of(ctx.state, vdi)?;
+    fsr.destroy_vdi(&uuid)?;
+    let vbd_c = class("VBD");
+    ctx.state.store.transaction(|tx| {
+        let f = tx.get(c, vdi)?;
+        for b in Rec::new(c, &f).refs("VBDs") {
+            if ctx.state.store.exists(vbd_c, b) {
+                tx.delete(vbd_c, b)?;
+            }
+        }
+        tx.delete(c, vdi)
+    })?;
+    sync::sr(ctx.state, &sr)?;
+    ctx.state.storage.gc.kick();
+    Ok(Reply::void())
+}
+
+/// Snapshot or clone: the file operation (the VDI's block server paused around it), then a record for the new
+/// VDI; the base copy's record comes from the rescan.
+fn snapshot_or_clone(ctx: &Ctx<'_>, vdi: &str, snapshot: bool) -> Result<Reply, ApiError> {
+    let c = class("VDI");
+    managed(ctx.state, vdi)?;
+    let (fsr, uuid, sr) = ext_of(ctx.state, vdi)?;
+    let (new, base) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        let _paused = ctx.state.storage.tapdisks.pause(&uuid)?;
+        fsr.snapshot(&uuid, new, base)?;
+    }
+    let src = ctx.state.store.get(c, vdi)?;
+    let src = Rec::new(c, &src.fields);
+    let mut f = db::default_row(c);
+    for field in ["name_label", "name_description", "type", "sharable", "other_config", "xenstore_data", "tags", "on_boot", "allow_caching"] {
+        set(c, &mut f, field, src.get(field).clone());
+    }
+    set(c, &mut f, "uuid", new.to_string());
+    set(c, &mut f, "SR", sr.clone());
+    set(c, &mut f, "location", new.to_string());
+    set(c, &mut f, "virtual_size", src.int("virtual_size"));
+    set(c, &mut f, "managed", true);
+    set(c, &mut f, "is_a_snapshot", snapshot);
+    set(c, &mut f, "snapshot_of", if snapshot { vdi } else { NULL_REF });
+    if snapshot {
+        set(c, &mut f, "snapshot_time", sync::now());
+    }
+    let r = db::new_ref();
+    ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
+    sync::sr(ctx.state, &sr)?;
+    Ok(Reply::Value(Value::Str(r)))
+}
+
+pub fn snapshot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    snapshot_or_clone(ctx, arg(&args, 0), true)
+}
+
+pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    snapshot_or_clone(ctx, arg(&args, 0), false)
+}
+
+/// `VDI.copy(vdi, sr, base_vdi, into_vdi)`: a sparse full copy into a new VDI of `sr`, or over `into_vdi`.
+/// (`base_vdi` only lets xapi copy less; the result is the same, so it is accepted and not used.)
+pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let (vdi, sr, into) = (arg(&args, 0), arg(&args, 1), arg(&args, 3));
+    let base = arg(&args, 2);
+    if !base.is_empty() && base != NULL_REF {
+        ctx.state.store.get(c, base)?;
+    }
+    let writers = storage::attached_vbds(ctx.state, vdi).any(|(_, rw)| rw);
+    if writers {
+        return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "copy"]));
+    }
+    let (src_sr, src_uuid, _) = ext_of(ctx.state, vdi)?;
+    if !into.is_empty() && into != NULL_REF {
+        not_attached(ctx.state, into, "copy")?;
+        let (dst_sr, dst_uuid, dst_sr_ref) = ext_of(ctx.state, into)?;
+        let (src_size, dst_size) = (
+            Rec::new(c, &ctx.state.store.get(c, vdi)?.fields).int("virtual_size"),
+            Rec::new(c, &ctx.state.store.get(c, into)?.fields).int("virtual_size"),
+        );
+        if dst_size < src_size {
+            return Err(ApiError::new(&codes::VDI_TOO_SMALL, [into.to_string(), src_size.to_string()]));
+        }
+        src_sr.copy_into_vdi(&src_uuid, &dst_sr, &dst_uuid)?;
+        sync::sr(ctx.state, &dst_sr_ref)?;
+        return Ok(Reply::Value(Value::Str(into.to_string())));
+    }
+    let dst_sr = ext_sr(ctx.state, sr)?;
+    let new = Uuid::new_v4();
+    let file = src_sr.copy_vdi(&src_uuid, &dst_sr, new)?;
+    let src = ctx.state.store.get(c, vdi)?;
+    let src = Rec::new(c, &src.fields);
+    let mut f = db::default_row(c);
+    for field in ["name_label", "name_description", "type", "sharable", "other_config", "xenstore_data", "tags", "on_boot", "allow_caching"] {
+        set(c, &mut f, field, src.get(field).clone());
+    }
+    set(c, &mut f, "uuid", new.to_string());
+    set(c, &mut f, "SR", sr);
+    set(c, &mut f, "location", new.to_string());
+    set(c, &mut f, "virtual_size", file.virtual_size as i64);
+    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
+    set(c, &mut f, "managed", true);
+    let r = db::new_ref();
+    ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
+    sync::sr(ctx.state, sr)?;
+    Ok(Reply::Value(Value::Str(r)))
+}
+
+/// `VDI.resize`: grows a detached VDI.
+pub fn resize(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vdi = arg(&args, 0);
+    let size = match args.get(1) {
+        Some(Value::Int(i)) => *i,
+        _ => return Err(ApiError::field_type("size")),
+    };
+    managed(ctx.state, vdi)?;
+    not_attached(ctx.state, vdi, "resize")?;
+    let (fsr, uuid, sr) = ext_of(ctx.state, vdi)?;
+    if size <= 0 {
+        return Err(ApiError::invalid_value("size", &size.to_string()));
+    }
+    fsr.resize_vdi(&uuid, size as u64)?;
+    sync::sr(ctx.state, &sr)?;
+    Ok(Reply::void())
+}
+
+/// `VDI.resize_online`: `ext` SRs cannot resize a disk a VM is using (as on XenServer).
+pub fn resize_online(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vdi = arg(&args, 0);
+    let (_, sr) = storage::vdi_uuid(ctx.state, vdi)?;
+    Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr]))
+}
+
+/// `VDI.introduce(uuid, name_label, name_description, SR, type, sharable, read_only, other_config, location, …)`:
+/// a record for a file the SR holds (`location`: the VHD's UUID, or an ISO's file name).
+pub fn introduce(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let (uuid, name, description, sr, ty) = (arg(&args, 0), arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4));
+    let location = arg(&args, 8).to_string();
+    ctx.state.store.get(class("SR"), sr)?;
+    let backend = ctx.state.storage.backend(sr)?;
+    let (uuid, location) = match &backend {
+        Backend::Ext(fsr) => {
+            let u = Uuid::parse_str(&location)
+                .map_err(|_| ApiError::new(&codes::VDI_LOCATION_MISSING, [sr.to_string(), location.clone()]))?;
+            if !fsr.path(&u).exists() {
+                return Err(ApiError::new(&codes::VDI_LOCATION_MISSING, [sr.to_string(), location.clone()]));
+            }
+            (u.to_string(), u.to_string())
+        }
+        Backend::Iso(iso) => {
+            iso.path(&location)
+                .map_err(|_| ApiError::new(&codes::VDI_LOCATION_MISSING, [sr.to_string(), location.clone()]))?;
+            (if uuid.is_empty() { db::new_uuid() } else { uuid.to_string() }, location)
+        }
+    };
+    let li = c.field("location").expect("VDI.location").0;
+    let si = c.field("SR").expect("VDI.SR").0;
+    if let Some((r, _)) = ctx
+        .state
+        .store
+        .filter(c, |row| row.fields[si].as_str() == Some(sr) && row.fields[li].as_str() == Some(&location))
+        .into_iter()
+        .next()
+    {
+        // The scan already made a record for the file: it takes the names given.
+        ctx.state.store.transaction(|tx| {
+            tx.update(c, &r, |f| {
+                set(c, f, "name_label", name);
+                set(c, f, "name_description", description);
+            })
+        })?;
+        return Ok(Reply::Value(Value::Str(r.to_string())));
+    }
+    let mut f = db::default_row(c);
+    set(c, &mut f, "uuid", uuid);
+    set(c, &mut f, "name_label", name);
+    set(c, &mut f, "name_description", description);
+    set(c, &mut f, "SR", sr);
+    set(c, &mut f, "type", if ty.is_empty() { "user" } else { ty });
+    set(c, &mut f, "location", location);
+    set(c, &mut f, "managed", true);
+    for (i, field) in [(5, "sharable"), (6, "read_only")] {
+        if let Some(v @ Value::Bool(_)) = args.get(i) {
+            set(c, &mut f, field, v.clone());
+        }
+    }
+    if let Some(v @ Value::Struct(_)) = args.get(7) {
+        set(c, &mut f, "other_config", v.clone());
+    }
+    let r = db::new_ref();
+    ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
+    sync::sr(ctx.state, sr)?;
+    Ok(Reply::Value(Value::Str(r)))
+}
+
+/// `VDI.forget`: the record goes, the file stays (a scan brings it back).
+pub fn forget(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vdi = arg(&args, 0);
+    not_attached(ctx.state, vdi, "forget")?;
+    let vbd_c = class("VBD");
+    ctx.state.store.transaction(|tx| {
+        let f = tx.get(c, vdi)?;
+        for b in Rec::new(c, &f).refs("VBDs") {
+            if ctx.state.store.exists(vbd_c, b) {
+                tx.delete(vbd_c, b)?;
+            }
+        }
+        tx.delete(c, vdi)?;
+        Ok::<_, DbError>(())
+    })?;
+    Ok(Reply::void())
+}
+
+/// `VDI.update`: the record follows its file.
+pub fn update(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let (_, sr) = storage::vdi_uuid(ctx.state, arg(&args, 0))?;
+    sync::sr(ctx.state, &sr)?;
+    Ok(Reply::void())
+}
+
+macro_rules! setters {
+    ($($name:ident => $field:literal),* $(,)?) => {
+        $(
+            pub fn $name(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+                super::sr::set_field(ctx, c, &args, $field)
+            }
+        )*
+    };
+}
+
+setters! {
+    set_name_label => "name_label",
+    set_name_description => "name_description",
+    set_read_only => "read_only",
+    set_sharable => "sharable",
+    set_on_boot => "on_boot",
+    set_allow_caching => "allow_caching",
+}

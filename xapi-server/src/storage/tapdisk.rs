@@ -1,0 +1,302 @@
+//! The block servers: one process per attached VHD VDI (our tapdisk), serving its chain over NBD on a unix socket
+//! that libvirt gives QEMU as a network disk.
+//!
+//! A block server is the daemon's own executable run as `xapi-server tapdisk …`, in its own process group: it keeps
+//! serving when the daemon is killed or restarted (running VMs keep their disks), and a restarted daemon adopts it
+//! again from its pid file. Files per VDI in the tapdisk directory: `<uuid>.sock` (NBD), `<uuid>.ctl` (control),
+//! `<uuid>.pid`, `<uuid>.log`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use xapi_types::generated::errors as codes;
+
+use crate::error::ApiError;
+
+/// The longest unix socket path the kernel takes is 107 bytes; longer data directories use a directory in /tmp.
+const MAX_SOCKET_PATH: usize = 100;
+
+pub struct Tapdisks {
+    dir: PathBuf,
+    procs: Mutex<HashMap<String, Proc>>,
+}
+
+struct Proc {
+    pid: u32,
+    /// Set for servers this daemon started (so it reaps them); adopted ones are not its children.
+    child: Option<Child>,
+    writable: bool,
+}
+
+/// A paused block server: resumed (reopening its chain from the files) when dropped.
+pub struct Paused {
+    ctl: PathBuf,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        match control(&self.ctl, "resume") {
+            Ok(r) if r.trim() == "ok" => {}
+            Ok(r) => tracing::error!(ctl = %self.ctl.display(), reply = r.trim(), "a block server did not resume"),
+            Err(e) => tracing::error!(ctl = %self.ctl.display(), error = %e, "a block server did not resume"),
+        }
+    }
+}
+
+fn tapdisk_error(what: String) -> ApiError {
+    tracing::error!(%what, "block server");
+    ApiError::new(&codes::SR_BACKEND_FAILURE, ["TAPDISK".to_string(), what, String::new()])
+}
+
+impl Tapdisks {
+    pub fn new(dir: &Path) -> Tapdisks {
+        let probe = dir.join(format!("{}.sock", Uuid::nil()));
+        let dir = if probe.as_os_str().len() > MAX_SOCKET_PATH {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            dir.hash(&mut h);
+            std::env::temp_dir().join(format!("xapi-td-{:016x}", h.finish()))
+        } else {
+            dir.to_path_buf()
+        };
+        Tapdisks { dir, procs: Mutex::default() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proc>> {
+        self.procs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, uuid: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{uuid}.{ext}"))
+    }
+
+    /// Whether VDI `uuid` is being served.
+    pub fn running(&self, uuid: &str) -> bool {
+        let mut procs = self.procs();
+        let live = procs.get_mut(uuid).map(alive);
+        if live == Some(false) {
+            procs.remove(uuid);
+        }
+        live == Some(true)
+    }
+
+    /// The socket and export name serving VDI `uuid` from `vhd`, starting its server if needed.
+    pub fn ensure(&self, uuid: &Uuid, vhd: &Path, writable: bool) -> Result<(PathBuf, String), ApiError> {
+        let key = uuid.to_string();
+        let socket = self.path(&key, "sock");
+        let mut procs = self.procs();
+        if let Some(p) = procs.get_mut(&key) {
+            if alive(p) && (p.writable || !writable) {
+                return Ok((socket, key));
+            }
+            let p = procs.remove(&key).expect("just seen");
+            stop_proc(&self.ctl(&key), p);
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| tapdisk_error(format!("{}: {e}", self.dir.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // QEMU runs as another user: it must reach the sockets.
+            let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755));
+        }
+        for ext in ["sock", "ctl", "pid"] {
+            let _ = fs::remove_file(self.path(&key, ext));
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(&key, "log"))
+            .map_err(|e| tapdisk_error(format!("{}: {e}", self.dir.display())))?;
+        let exe = std::env::current_exe().map_err(|e| tapdisk_error(format!("cannot find my own executable: {e}")))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("tapdisk")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--ctl")
+            .arg(self.ctl(&key))
+            .arg("--export")
+            .arg(&key)
+            .arg("--pidfile")
+            .arg(self.path(&key, "pid"))
+            .arg("--vhd")
+            .arg(vhd);
+        if !writable {
+            cmd.arg("--read-only");
+        }
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group: a Ctrl-C or SIGTERM aimed at the daemon's group does not take VMs' disks away.
+            cmd.process_group(0);
+        }
+        let log2 = log.try_clone().map_err(|e| tapdisk_error(e.to_string()))?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| tapdisk_error(format!("cannot start the block server: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = log_tail(&self.path(&key, "log"));
+                return Err(tapdisk_error(format!("the block server for VDI {key} exited ({status}): {tail}")));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(tapdisk_error(format!("the block server for VDI {key} did not start within 10 s")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(vdi = %key, pid = child.id(), writable, "started a block server");
+        procs.insert(key.clone(), Proc { pid: child.id(), child: Some(child), writable });
+        Ok((socket, key))
+    }
+
+    fn ctl(&self, key: &str) -> PathBuf {
+        self.path(key, "ctl")
+    }
+
+    /// Pauses VDI `uuid`'s server (if it runs) until the guard is dropped: in between, its files may be renamed
+    /// and replaced (a snapshot); it reopens them by name on resume.
+    pub fn pause(&self, uuid: &Uuid) -> Result<Option<Paused>, ApiError> {
+        let key = uuid.to_string();
+        if !self.running(&key) {
+            return Ok(None);
+        }
+        let ctl = self.ctl(&key);
+        match control(&ctl, "pause") {
+            Ok(r) if r.trim() == "ok" => Ok(Some(Paused { ctl })),
+            Ok(r) => Err(tapdisk_error(format!("pausing the block server of VDI {key}: {}", r.trim()))),
+            Err(e) => Err(tapdisk_error(format!("pausing the block server of VDI {key}: {e}"))),
+        }
+    }
+
+    /// Stops VDI `uuid`'s server.
+    pub fn stop(&self, uuid: &str) -> bool {
+        let p = self.procs().remove(uuid);
+        match p {
+            Some(p) => {
+                stop_proc(&self.ctl(uuid), p);
+                tracing::info!(vdi = uuid, "stopped a block server");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops every server but those of `keep`; returns how many stopped.
+    pub fn stop_all_but(&self, keep: &[String]) -> usize {
+        let gone: Vec<String> = self.procs().keys().filter(|k| !keep.contains(k)).cloned().collect();
+        gone.iter().filter(|k| self.stop(k)).count()
+    }
+
+    /// At start: takes over the servers a previous run of the daemon left running (their pid files name live
+    /// block-server processes); stale files are removed.
+    pub fn adopt(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+                continue;
+            }
+            let Some(key) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+            let pid = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+            let cmdline = pid.and_then(|p| fs::read(format!("/proc/{p}/cmdline")).ok()).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            match pid {
+                Some(pid) if cmdline.contains(" tapdisk ") && cmdline.contains(&key) => {
+                    let writable = !cmdline.contains("--read-only");
+                    tracing::info!(vdi = %key, pid, "adopted a running block server");
+                    self.procs().insert(key, Proc { pid, child: None, writable });
+                }
+                _ => {
+                    for ext in ["sock", "ctl", "pid"] {
+                        let _ = fs::remove_file(self.path(&key, ext));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn alive(p: &mut Proc) -> bool {
+    match &mut p.child {
+        Some(c) => matches!(c.try_wait(), Ok(None)),
+        None => pid_alive(p.pid),
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped by its parent) is not alive.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Asks a server to stop (it flushes first), then SIGTERM after 2 s, then SIGKILL after 7 s; waits until it is gone.
+fn stop_proc(ctl: &Path, mut p: Proc) {
+    let _ = control(ctl, "stop");
+    let pid = rustix::process::Pid::from_raw(p.pid as i32);
+    let started = Instant::now();
+    let mut signalled = None;
+    loop {
+        let gone = match &mut p.child {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => !pid_alive(p.pid),
+        };
+        if gone {
+            return;
+        }
+        let (signal, at) = match signalled {
+            None => (rustix::process::Signal::TERM, Duration::from_secs(2)),
+            Some(_) => (rustix::process::Signal::KILL, Duration::from_secs(7)),
+        };
+        if started.elapsed() > at && signalled != Some(signal) {
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+            signalled = Some(signal);
+            if signal == rustix::process::Signal::KILL
+                && let Some(c) = &mut p.child
+            {
+                let _ = c.wait();
+                return;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            tracing::error!(pid = p.pid, "a block server does not go away");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// One command on a block server's control socket (one line each way), with a timeout.
+fn control(ctl: &Path, command: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(ctl)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(line)
+}

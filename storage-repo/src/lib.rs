@@ -11,5 +11,6 @@
 pub mod block;
 pub mod error;
 pub mod formats;
+pub mod nbd;
 
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@
 pub mod block;
 pub mod error;
 pub mod formats;
+pub mod nbd;
 pub mod sr;
 
 pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! The integration tests of `storage-repo` (one test binary; a module per area).
+
+mod nbd;

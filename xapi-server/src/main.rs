@@ -3,7 +3,11 @@
 //! ```text
 //! xapi-server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--socket PATH] [--libvirt-uri URI]
 //!             [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
+//! xapi-server tapdisk --socket PATH --ctl PATH --export NAME --pidfile PATH --vhd FILE [--read-only]
 //! ```
+//!
+//! The second form is a block server (`storage_repo::nbd::tapdisk`), which the daemon starts for each VHD disk a
+//! VM uses; administrators never run it themselves.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,8 +71,16 @@ struct Args {
     event_tombstones: usize,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("tapdisk") {
+        let args = storage_repo::nbd::tapdisk::parse_args(args.skip(1)).map_err(|e| anyhow::anyhow!("tapdisk: {e}"))?;
+        return storage_repo::nbd::tapdisk::run(args).context("tapdisk");
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(daemon())
+}
+
+async fn daemon() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

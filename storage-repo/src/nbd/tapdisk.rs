@@ -112,3 +112,48 @@ pub fn run(args: TapdiskArgs) -> io::Result<()> {
     drop(pid);
     result
 }
+
+/// The image a block server serves.
+enum Image {
+    Raw(PathBuf),
+    Vhd(PathBuf),
+}
+
+/// Parses `--socket PATH --ctl PATH --export NAME [--pidfile PATH] [--workers N] [--read-only] (--raw FILE |
+/// --vhd FILE)`, the arguments of `nbd-serve` and of the daemon's `tapdisk` subcommand.
+pub fn parse_args(mut it: impl Iterator<Item = String>) -> Result<TapdiskArgs, String> {
+    let (mut socket, mut ctl, mut export, mut pidfile, mut workers, mut image) = (None, None, None, None, None, None);
+    let mut read_only = false;
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--ctl" => ctl = Some(PathBuf::from(value()?)),
+            "--export" => export = Some(value()?),
+            "--pidfile" => pidfile = Some(PathBuf::from(value()?)),
+            "--workers" => workers = Some(value()?.parse::<usize>().map_err(|e| format!("--workers: {e}"))?),
+            "--raw" => image = Some(Image::Raw(PathBuf::from(value()?))),
+            "--vhd" => image = Some(Image::Vhd(PathBuf::from(value()?))),
+            "--read-only" => read_only = true,
+            "-h" | "--help" => return Err("help".into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let nbd_socket = socket.ok_or("--socket is required")?;
+    let ctl_socket = ctl.ok_or("--ctl is required")?;
+    let export = export.ok_or("--export is required")?;
+    let image = image.ok_or("--raw or --vhd is required")?;
+    let writable = !read_only;
+    let open: super::Reopen = match image {
+        Image::Raw(path) => {
+            Box::new(move || Ok(Arc::new(crate::block::RawFile::open(&path, writable)?) as Arc<dyn BlockDevice>))
+        }
+        Image::Vhd(path) => {
+            Box::new(move || Ok(Arc::new(crate::formats::vhd::Chain::open(&path, writable)?) as Arc<dyn BlockDevice>))
+        }
+    };
+    let mut args = TapdiskArgs::new(nbd_socket, ctl_socket, export, open);
+    args.pidfile = pidfile;
+    args.workers = workers;
+    Ok(args)
+}

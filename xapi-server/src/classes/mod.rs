@@ -11,7 +11,6 @@ mod vbd;
 mod vdi;
 mod vm;
 
-
 use crate::dispatch::Handler;
 
 /// The hand-written handler of `class.message`, if there is one.

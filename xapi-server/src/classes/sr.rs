@@ -57,7 +57,15 @@ fn driver_of(ty: &str) -> Result<&'static sm::Driver, ApiError> {
 }
 
 /// A new SR record (not stored).
-fn sr_row(uuid: &str, name: &str, description: &str, ty: &str, content_type: &str, shared: bool, smc: &Value) -> Vec<Value> {
+fn sr_row(
+    uuid: &str,
+    name: &str,
+    description: &str,
+    ty: &str,
+    content_type: &str,
+    shared: bool,
+    smc: &Value,
+) -> Vec<Value> {
     let sr_c = class("SR");
     let mut f = db::default_row(sr_c);
     set(sr_c, &mut f, "uuid", uuid);
@@ -93,7 +101,18 @@ fn allowed(ty: &str) -> Value {
             "pbd_create",
             "pbd_destroy",
         ],
-        _ => &["scan", "destroy", "forget", "plug", "unplug", "update", "vdi_introduce", "vdi_forget", "pbd_create", "pbd_destroy"],
+        _ => &[
+            "scan",
+            "destroy",
+            "forget",
+            "plug",
+            "unplug",
+            "update",
+            "vdi_introduce",
+            "vdi_forget",
+            "pbd_create",
+            "pbd_destroy",
+        ],
     };
     Value::Array(ops.iter().map(|o| Value::str(*o)).collect())
 }
@@ -155,7 +174,9 @@ pub fn introduce(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Ar
         return Err(ApiError::uuid_invalid("SR", &uuid));
     }
     let sr = db::new_ref();
-    ctx.state.store.transaction(|tx| tx.insert(class("SR"), &sr, sr_row(&uuid, name, description, ty, content_type, shared, &smc)))?;
+    ctx.state.store.transaction(|tx| {
+        tx.insert(class("SR"), &sr, sr_row(&uuid, name, description, ty, content_type, shared, &smc))
+    })?;
     Ok(Reply::Value(Value::Str(sr)))
 }
 

@@ -182,9 +182,9 @@ fn unplug_common(ctx: &Ctx<'_>, c: &'static Class, args: &[Value], force: bool) 
     let position: u32 = vbd.str("userdevice").parse().unwrap_or(0);
     let agent = state.hv.agent(state)?;
     let timeout = if force { DETACH_TIMEOUT / 3 } else { DETACH_TIMEOUT };
-    agent
-        .detach_disk(&uuid, position, host_agent::spec::DiskKind::Disk, timeout)
-        .map_err(|e| ApiError::new(&codes::DEVICE_DETACH_REJECTED, ["VBD".to_string(), r.to_string(), e.to_string()]))?;
+    agent.detach_disk(&uuid, position, host_agent::spec::DiskKind::Disk, timeout).map_err(|e| {
+        ApiError::new(&codes::DEVICE_DETACH_REJECTED, ["VBD".to_string(), r.to_string(), e.to_string()])
+    })?;
     set_attached(state, r, false)?;
     storage::release_unused(state);
     Ok(Reply::void())

@@ -60,25 +60,31 @@ fn managed(state: &State, vdi: &str) -> Result<(), ApiError> {
 
 /// `VDI.create(record)`: a sparse VHD of `virtual_size` (rounded up to 2 MiB) in an `ext` SR.
 pub fn create(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    let (r, mut f) = generic::new_row(ctx, c, args)?;
+    let (r, f) = generic::new_row(ctx, c, args)?;
+    insert_new(ctx.state, r, f)
+}
+
+/// Makes the file of a new VDI record `f` (its `SR`, `virtual_size` and `uuid` set) and stores the record.
+pub fn insert_new(state: &State, r: String, mut f: Vec<Value>) -> Result<Reply, ApiError> {
+    let c = class("VDI");
     let sr = Rec::new(c, &f).str("SR").to_string();
     let size = Rec::new(c, &f).int("virtual_size");
     if size <= 0 {
         return Err(ApiError::invalid_value("virtual_size", &size.to_string()));
     }
-    let fsr = ext_sr(ctx.state, &sr)?;
+    let fsr = ext_sr(state, &sr)?;
     let uuid = Uuid::parse_str(Rec::new(c, &f).str("uuid")).map_err(ApiError::internal)?;
     let file = fsr.create_vdi(uuid, size as u64)?;
     set(c, &mut f, "location", uuid.to_string());
     set(c, &mut f, "virtual_size", file.virtual_size as i64);
     set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
     set(c, &mut f, "managed", true);
-    let result = ctx.state.store.transaction(|tx| tx.insert(c, &r, f));
+    let result = state.store.transaction(|tx| tx.insert(c, &r, f));
     if let Err(e) = result {
         let _ = fsr.destroy_vdi(&uuid);
         return Err(e.into());
     }
-    sync::sr(ctx.state, &sr)?;
+    sync::sr(state, &sr)?;
     Ok(Reply::Value(Value::Str(r)))
 }
 
@@ -121,7 +127,17 @@ fn snapshot_or_clone(ctx: &Ctx<'_>, vdi: &str, snapshot: bool) -> Result<Reply, 
     let src = ctx.state.store.get(c, vdi)?;
     let src = Rec::new(c, &src.fields);
     let mut f = db::default_row(c);
-    for field in ["name_label", "name_description", "type", "sharable", "other_config", "xenstore_data", "tags", "on_boot", "allow_caching"] {
+    for field in [
+        "name_label",
+        "name_description",
+        "type",
+        "sharable",
+        "other_config",
+        "xenstore_data",
+        "tags",
+        "on_boot",
+        "allow_caching",
+    ] {
         set(c, &mut f, field, src.get(field).clone());
     }
     set(c, &mut f, "uuid", new.to_string());
@@ -181,7 +197,17 @@ pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -
     let src = ctx.state.store.get(c, vdi)?;
     let src = Rec::new(c, &src.fields);
     let mut f = db::default_row(c);
-    for field in ["name_label", "name_description", "type", "sharable", "other_config", "xenstore_data", "tags", "on_boot", "allow_caching"] {
+    for field in [
+        "name_label",
+        "name_description",
+        "type",
+        "sharable",
+        "other_config",
+        "xenstore_data",
+        "tags",
+        "on_boot",
+        "allow_caching",
+    ] {
         set(c, &mut f, field, src.get(field).clone());
     }
     set(c, &mut f, "uuid", new.to_string());

@@ -221,24 +221,111 @@ pub fn provision(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Ar
     let running = ops::begin(ctx.state, &vm, Op::Provision, task(ctx))?;
     let vm_c = class("VM");
     let row = ctx.state.store.get(vm_c, &vm)?;
-    let disks = Rec::new(vm_c, &row.fields).map_get("other_config", "disks").unwrap_or_default();
-    if disks.contains("<disk") {
-        let (pool_c, sr_c) = (class("pool"), class("SR"));
-        let pool = ctx.state.store.get(pool_c, &ctx.state.pool)?;
-        let sr = Rec::new(pool_c, &pool.fields).str("default_SR").to_string();
-        if !ctx.state.store.exists(sr_c, &sr) {
-            return Err(ApiError::new(&codes::DEFAULT_SR_NOT_FOUND, [sr]));
-        }
-        return Err(ApiError::not_implemented("VM.provision of disks (needs the storage repositories)"));
+    let rec = Rec::new(vm_c, &row.fields);
+    let disks = parse_provision(rec.map_get("other_config", "disks").unwrap_or_default())?;
+    let name = rec.str("name_label").to_string();
+    // Each disk of the spec: a VDI in its SR (or the pool's default SR) and a VBD, as xapi's template install.
+    for d in &disks {
+        let sr = if d.sr.is_empty() {
+            let pool_c = class("pool");
+            let pool = ctx.state.store.get(pool_c, &ctx.state.pool)?;
+            let sr = Rec::new(pool_c, &pool.fields).str("default_SR").to_string();
+            if !ctx.state.store.exists(class("SR"), &sr) {
+                return Err(ApiError::new(&codes::DEFAULT_SR_NOT_FOUND, [sr]));
+            }
+            sr
+        } else {
+            ctx.state.store.by_uuid(class("SR"), &d.sr).map_err(|_| ApiError::uuid_invalid("SR", &d.sr))?.to_string()
+        };
+        let vdi_c = class("VDI");
+        let mut f = db::default_row(vdi_c);
+        set(vdi_c, &mut f, "uuid", db::new_uuid());
+        set(vdi_c, &mut f, "name_label", format!("{name} {}", d.device));
+        set(vdi_c, &mut f, "name_description", "Created by template provisioner");
+        set(vdi_c, &mut f, "SR", sr);
+        set(vdi_c, &mut f, "virtual_size", d.size);
+        set(vdi_c, &mut f, "type", d.ty.clone());
+        let Reply::Value(Value::Str(vdi)) = super::vdi::insert_new(ctx.state, db::new_ref(), f)? else {
+            return Err(ApiError::internal("VDI creation answered no ref"));
+        };
+        let vbd_c = class("VBD");
+        let mut b = db::default_row(vbd_c);
+        set(vbd_c, &mut b, "uuid", db::new_uuid());
+        set(vbd_c, &mut b, "VM", vm.clone());
+        set(vbd_c, &mut b, "VDI", vdi);
+        set(vbd_c, &mut b, "userdevice", d.device.clone());
+        set(vbd_c, &mut b, "bootable", d.bootable);
+        set(vbd_c, &mut b, "mode", "RW");
+        set(vbd_c, &mut b, "type", "Disk");
+        set(vbd_c, &mut b, "unpluggable", true);
+        ctx.state.store.transaction(|tx| tx.insert(vbd_c, &db::new_ref(), b))?;
     }
     ctx.state.store.transaction(|tx| {
         tx.update(vm_c, &vm, |f| {
             set(vm_c, f, "is_a_template", false);
             set(vm_c, f, "is_default_template", false);
+            let i = idx(vm_c, "other_config");
+            if let Value::Struct(m) = &mut f[i] {
+                m.retain(|(k, _)| k != "disks");
+            }
         })
     })?;
     drop(running);
     Ok(Reply::void())
+}
+
+/// One `<disk>` of a template's provision spec (`other_config:disks`).
+#[derive(Debug, PartialEq)]
+struct ProvisionDisk {
+    device: String,
+    size: i64,
+    sr: String,
+    bootable: bool,
+    ty: String,
+}
+
+/// `<provision><disk device="0" size="…" sr="" bootable="true" type="system"/>…</provision>`; anything else is
+/// `INVALID_VALUE`.
+fn parse_provision(xml: &str) -> Result<Vec<ProvisionDisk>, ApiError> {
+    use quick_xml::events::Event;
+    let bad = || ApiError::invalid_value("other_config:disks", xml);
+    let mut out = Vec::new();
+    if xml.trim().is_empty() {
+        return Ok(out);
+    }
+    let mut reader = quick_xml::Reader::from_str(xml);
+    loop {
+        match reader.read_event().map_err(|_| bad())? {
+            Event::Eof => break,
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "disk" => {
+                let mut d = ProvisionDisk {
+                    device: String::new(),
+                    size: 0,
+                    sr: String::new(),
+                    bootable: false,
+                    ty: "user".into(),
+                };
+                for a in e.attributes() {
+                    let a = a.map_err(|_| bad())?;
+                    let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| bad())?.to_string();
+                    match a.key.as_ref() {
+                        "device" => d.device = v,
+                        "size" => d.size = v.parse().map_err(|_| bad())?,
+                        "sr" => d.sr = v,
+                        "bootable" => d.bootable = v == "true",
+                        "type" => d.ty = v,
+                        _ => {}
+                    }
+                }
+                if d.device.parse::<u32>().is_err() || d.size <= 0 {
+                    return Err(bad());
+                }
+                out.push(d);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 pub fn compute_memory_overhead(

@@ -129,8 +129,12 @@ impl From<storage_repo::Error> for ApiError {
                 tracing::warn!(error = %e, "storage I/O error");
                 ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()])
             }
-            E::Invalid(_) => ApiError::new(&codes::SR_BACKEND_FAILURE, ["INVALID_ARGUMENT".into(), e.to_string(), String::new()]),
-            E::NotFound(_) => ApiError::new(&codes::SR_BACKEND_FAILURE, ["NOT_FOUND".into(), e.to_string(), String::new()]),
+            E::Invalid(_) => {
+                ApiError::new(&codes::SR_BACKEND_FAILURE, ["INVALID_ARGUMENT".into(), e.to_string(), String::new()])
+            }
+            E::NotFound(_) => {
+                ApiError::new(&codes::SR_BACKEND_FAILURE, ["NOT_FOUND".into(), e.to_string(), String::new()])
+            }
             E::Busy(_) => ApiError::new(&codes::SR_BACKEND_FAILURE, ["BUSY".into(), e.to_string(), String::new()]),
         }
     }
@@ -266,7 +270,8 @@ pub fn vbd_disk(state: &State, vm: &str, vbd: &str) -> Result<host_agent::spec::
     let row = state.store.get(vbd_c, vbd)?;
     let b = Rec::new(vbd_c, &row.fields);
     let cdrom = b.str("type") == "CD";
-    let position = b.str("userdevice").parse().map_err(|_| ApiError::new(&codes::INVALID_DEVICE, [b.str("userdevice")]))?;
+    let position =
+        b.str("userdevice").parse().map_err(|_| ApiError::new(&codes::INVALID_DEVICE, [b.str("userdevice")]))?;
     let kind = if cdrom { DiskKind::Cdrom } else { DiskKind::Disk };
     if b.bool("empty") {
         return Ok(Disk { position, source: DiskSource::Empty, format: DiskFormat::Raw, kind, readonly: true });

@@ -66,10 +66,8 @@ fn ext(state: &State, sr: &str, b: &FileSr) -> Result<(), ApiError> {
     let vdi_c = class("VDI");
     let existing = records(state, sr);
     let by_uuid: HashMap<String, &VdiFile> = files.iter().map(|f| (f.uuid.to_string(), f)).collect();
-    let refs_by_uuid: HashMap<String, String> = existing
-        .values()
-        .map(|(r, f)| (Rec::new(vdi_c, f).str("uuid").to_string(), r.clone()))
-        .collect();
+    let refs_by_uuid: HashMap<String, String> =
+        existing.values().map(|(r, f)| (Rec::new(vdi_c, f).str("uuid").to_string(), r.clone())).collect();
     let usage = b.usage()?;
     state.store.transaction(|tx| {
         for f in &files {
@@ -81,7 +79,12 @@ fn ext(state: &State, sr: &str, b: &FileSr) -> Result<(), ApiError> {
                 None => {
                     let mut fields = db::default_row(vdi_c);
                     set(vdi_c, &mut fields, "uuid", u.clone());
-                    set(vdi_c, &mut fields, "name_label", if f.hidden { "base copy".into() } else { format!("{u}.vhd") });
+                    set(
+                        vdi_c,
+                        &mut fields,
+                        "name_label",
+                        if f.hidden { "base copy".into() } else { format!("{u}.vhd") },
+                    );
                     set(vdi_c, &mut fields, "SR", sr);
                     set(vdi_c, &mut fields, "type", "user");
                     (db::new_ref(), fields, true)

@@ -40,7 +40,7 @@ pub struct Paused {
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        match control(&self.ctl, "resume") {
+        match storage_repo::nbd::control(&self.ctl, "resume") {
             Ok(r) if r.trim() == "ok" => {}
             Ok(r) => tracing::error!(ctl = %self.ctl.display(), reply = r.trim(), "a block server did not resume"),
             Err(e) => tracing::error!(ctl = %self.ctl.display(), error = %e, "a block server did not resume"),
@@ -176,7 +176,7 @@ impl Tapdisks {
             return Ok(None);
         }
         let ctl = self.ctl(&key);
-        match control(&ctl, "pause") {
+        match storage_repo::nbd::control(&ctl, "pause") {
             Ok(r) if r.trim() == "ok" => Ok(Some(Paused { ctl })),
             Ok(r) => Err(tapdisk_error(format!("pausing the block server of VDI {key}: {}", r.trim()))),
             Err(e) => Err(tapdisk_error(format!("pausing the block server of VDI {key}: {e}"))),
@@ -247,7 +247,7 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Asks a server to stop (it flushes first), then SIGTERM after 2 s, then SIGKILL after 7 s; waits until it is gone.
 fn stop_proc(ctl: &Path, mut p: Proc) {
-    let _ = control(ctl, "stop");
+    let _ = storage_repo::nbd::control(ctl, "stop");
     let pid = rustix::process::Pid::from_raw(p.pid as i32);
     let started = Instant::now();
     let mut signalled = None;
@@ -287,16 +287,4 @@ fn log_tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().rev().take(3).collect();
     lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-}
-
-/// One command on a block server's control socket (one line each way), with a timeout.
-fn control(ctl: &Path, command: &str) -> std::io::Result<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(ctl)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(format!("{command}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    Ok(line)
 }

@@ -6,5 +6,6 @@
 mod events;
 mod persistence;
 mod rpc;
+mod storage;
 mod support;
 mod vm;

@@ -128,3 +128,31 @@ pub fn json_call(addr: SocketAddr, method: &str, params: &[Value]) -> Result<Val
 pub fn err(code: &str, params: &[&str]) -> Result<Value, Vec<String>> {
     Err(std::iter::once(code).chain(params.iter().copied()).map(String::from).collect())
 }
+
+pub fn s(v: &str) -> Value {
+    Value::str(v)
+}
+
+/// A daemon and a logged-in root session.
+pub struct Api {
+    pub d: Daemon,
+    pub sess: Value,
+}
+
+impl Api {
+    pub fn start(dir: &Path, extra: &[&str]) -> Api {
+        let d = Daemon::start_with(dir, extra);
+        let sess = s(&d.login());
+        Api { d, sess }
+    }
+
+    pub fn call(&self, method: &str, args: &[Value]) -> Result<Value, Vec<String>> {
+        let mut params = vec![self.sess.clone()];
+        params.extend_from_slice(args);
+        self.d.xml(method, &params)
+    }
+
+    pub fn ok(&self, method: &str, args: &[Value]) -> Value {
+        self.call(method, args).unwrap_or_else(|e| panic!("{method}: {e:?}"))
+    }
+}

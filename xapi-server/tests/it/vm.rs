@@ -4,38 +4,13 @@
 
 use xapi_types::Value;
 
-use crate::support::{Daemon, err, xml_call};
+use crate::support::{Api, Daemon, err, s, xml_call};
 
 const MIB: i64 = 1 << 20;
 /// The test driver's host has 8 GiB.
 const HOST_MIB: i64 = 8192;
 
-fn s(v: &str) -> Value {
-    Value::str(v)
-}
-
-struct Api {
-    d: Daemon,
-    sess: Value,
-}
-
 impl Api {
-    fn start(dir: &std::path::Path, extra: &[&str]) -> Api {
-        let d = Daemon::start_with(dir, extra);
-        let sess = s(&d.login());
-        Api { d, sess }
-    }
-
-    fn call(&self, method: &str, args: &[Value]) -> Result<Value, Vec<String>> {
-        let mut params = vec![self.sess.clone()];
-        params.extend_from_slice(args);
-        self.d.xml(method, &params)
-    }
-
-    fn ok(&self, method: &str, args: &[Value]) -> Value {
-        self.call(method, args).unwrap_or_else(|e| panic!("{method}: {e:?}"))
-    }
-
     fn template(&self, name: &str) -> Value {
         let all = self.ok("VM.get_by_name_label", &[s(name)]);
         all.as_array().unwrap()[0].clone()
@@ -85,9 +60,16 @@ fn templates_clone_provision_and_the_power_state_machine() {
         api.call("VM.start", &[other.clone(), Value::Bool(false), Value::Bool(false)]),
         err("VM_IS_TEMPLATE", &[vm_ref(&other)])
     );
-    // Its provision spec has a disk, and there is no SR to put it on.
+    // Its provision spec has a 32 GiB disk: provisioning makes it (sparse) in the default SR, with its VBD.
     let clone = api.ok("VM.clone", &[other, s("from media")]);
-    assert_eq!(api.call("VM.provision", &[clone.clone()]), err("DEFAULT_SR_NOT_FOUND", &["OpaqueRef:NULL"]));
+    api.ok("VM.provision", &[clone.clone()]);
+    let vbds = api.ok("VM.get_VBDs", &[clone.clone()]);
+    let vbd = vbds.as_array().unwrap()[0].clone();
+    assert_eq!(api.ok("VBD.get_userdevice", &[vbd.clone()]), s("0"));
+    assert_eq!(api.ok("VBD.get_bootable", &[vbd.clone()]), Value::Bool(true));
+    let vdi = api.ok("VBD.get_VDI", &[vbd]);
+    assert_eq!(api.int("VDI.get_virtual_size", &[vdi]), 32 << 30);
+    assert_eq!(api.ok("VM.get_other_config", &[clone.clone()]).get("disks"), None);
 
     let vm = api.new_vm("vm1");
     assert_eq!(api.ok("VM.get_is_a_template", &[vm.clone()]), Value::Bool(false));

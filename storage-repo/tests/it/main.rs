@@ -1,0 +1,6 @@
+//! storage-repo's integration tests: one binary, one module per area. Tests that need `qemu-img` fail (never
+//! skip) when it is missing.
+
+mod util;
+mod vhd_chain;
+mod vhd_dynamic;

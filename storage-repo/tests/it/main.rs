@@ -1,3 +1,7 @@
-//! The integration tests of `storage-repo` (one test binary; a module per area).
+//! storage-repo's integration tests: one binary, one module per area. Tests that need `qemu-img` fail (never
+//! skip) when it is missing.
 
 mod nbd;
+mod util;
+mod vhd_chain;
+mod vhd_dynamic;

@@ -4,15 +4,27 @@
 //!
 //! The public surface is what the SR layer and the block server use; parsing lives in private files.
 //!
-//! API CONTRACT (filled in by the VHD engine work; signatures are fixed, bodies are not written yet).
+//! Files: `footer`, `header`, `batmap`, `bitmap`, `locator` encode and decode the on-disk structures; `meta`
+//! validates one file; `create` writes new ones; `chain` does the I/O; `ops` holds the metadata operations.
 
 use std::io;
 use std::path::Path;
 
 use uuid::Uuid;
 
+use crate::Result;
 use crate::block::BlockDevice;
-use crate::{Error, Result};
+
+mod batmap;
+mod bitmap;
+mod cache;
+mod chain;
+mod create;
+mod footer;
+mod header;
+mod locator;
+mod meta;
+mod ops;
 
 /// 512-byte sectors.
 pub const SECTOR: u64 = 512;
@@ -61,80 +73,81 @@ pub struct Info {
 
 /// Reads and validates one file's footer, header, BAT and locators.
 pub fn read_info(path: &Path) -> Result<Info> {
-    let _ = path;
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::read_meta(path, meta::Mode::Read).map(|m| m.info())
 }
 
 /// Creates a sparse dynamic VHD of `virtual_size` rounded up to 2 MiB (at most [`MAX_SIZE`]). Fails if `path`
 /// exists. The file is durable (fsynced, and its directory) when this returns.
 pub fn create_dynamic(path: &Path, uuid: Uuid, virtual_size: u64) -> Result<Info> {
-    let _ = (path, uuid, virtual_size);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    create::create_dynamic(path, uuid, virtual_size)
 }
 
 /// Creates an empty differencing VHD whose parent is `parent` (a file in the same directory), with the parent's
 /// size. Fails if `path` exists or the chain would be deeper than [`MAX_CHAIN_DEPTH`]. Durable when it returns.
 pub fn create_child(path: &Path, uuid: Uuid, parent: &Path) -> Result<Info> {
-    let _ = (path, uuid, parent);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    create::create_child(path, uuid, parent)
 }
 
 /// Sets or clears blktap's hidden flag (both footer copies). Durable when it returns.
 pub fn set_hidden(path: &Path, hidden: bool) -> Result<()> {
-    let _ = (path, hidden);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::set_hidden(path, hidden)
 }
 
 /// Points a differencing disk at another parent in the same directory (header parent UUID, mtime, name and the
 /// three locators). Durable when it returns.
 pub fn set_parent(path: &Path, parent: &Path) -> Result<()> {
-    let _ = (path, parent);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::set_parent(path, parent)
 }
 
 /// Grows a dynamic or differencing disk to `new_size` rounded up to 2 MiB; refuses to shrink. Crash-safe: an
 /// interrupted resize leaves the old size or the new, never a broken file.
 pub fn resize(path: &Path, new_size: u64) -> Result<Info> {
-    let _ = (path, new_size);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::resize(path, new_size)
 }
 
 /// Checks one file as `vhd-util check` does (footers, checksums, header, BAT entries inside the file and not
 /// overlapping, batmap, locators). `Err(Corrupt)` names the first problem.
 pub fn check(path: &Path) -> Result<Info> {
-    let _ = path;
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::check(path)
 }
 
 /// Copies every sector allocated in `child` into its parent (growing the parent if it is smaller). Idempotent and
 /// crash-safe: the parent's content, seen through the child, never changes. Returns the bytes copied.
 pub fn coalesce(child: &Path) -> Result<u64> {
-    let _ = child;
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::coalesce(child)
 }
 
 /// A leaf and its ancestors, opened for I/O. Parents are opened read-only and must be in the leaf's directory.
 #[derive(Debug)]
 pub struct Chain {
-    _private: (),
+    inner: chain::Inner,
 }
 
 impl Chain {
     /// Opens `leaf` and walks its parents (UUIDs must match, no loops, at most [`MAX_CHAIN_DEPTH`] files).
     pub fn open(leaf: &Path, writable: bool) -> Result<Chain> {
-        let _ = (leaf, writable);
-        Err(Error::Invalid("VHD engine not written yet".into()))
+        chain::Inner::open(leaf, writable).map(|inner| Chain { inner })
     }
 
     /// How many files the chain has (1 for a disk without parent).
     pub fn depth(&self) -> usize {
-        0
+        self.inner.layers.len()
     }
 
     /// Byte ranges `(offset, len)` that are allocated in some file of the chain, in order, merged, at block
     /// granularity at most; everything else reads as zeros.
     pub fn allocated_ranges(&self) -> Result<Vec<(u64, u64)>> {
-        Err(Error::Invalid("VHD engine not written yet".into()))
+        Ok(ops::allocated_ranges(&self.inner))
+    }
+
+    /// The files of the chain, leaf first.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.inner.layers.iter().map(|l| l.path.as_path()).collect()
+    }
+
+    /// The metadata of each file of the chain, leaf first.
+    pub fn infos(&self) -> Vec<Info> {
+        self.inner.layers.iter().map(|l| l.meta.info()).collect()
     }
 }
 
@@ -142,32 +155,39 @@ impl Chain {
 /// (all-zero sectors are skipped where `dst` is unallocated), and ranges that `dst` holds but `src` does not are
 /// zeroed. Returns the bytes written. `dst` is flushed.
 pub fn copy_into(src: &Chain, dst: &Chain) -> Result<u64> {
-    let _ = (src, dst);
-    Err(Error::Invalid("VHD engine not written yet".into()))
+    ops::copy_into(&src.inner, &dst.inner)
 }
 
 impl BlockDevice for Chain {
     fn size(&self) -> u64 {
-        0
+        self.inner.size
     }
 
     fn read_only(&self) -> bool {
-        true
+        !self.inner.writable()
     }
 
-    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::other("VHD engine not written yet"))
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read(buf, offset)
     }
 
-    fn write_at(&self, _buf: &[u8], _offset: u64) -> io::Result<()> {
-        Err(io::Error::other("VHD engine not written yet"))
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write(buf, offset)
     }
 
     fn flush(&self) -> io::Result<()> {
-        Err(io::Error::other("VHD engine not written yet"))
+        self.inner.flush()
     }
 
-    fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(io::Error::other("VHD engine not written yet"))
+    /// In a disk without parent, whole sectors of the range are cleared in their bitmaps and punched out of the
+    /// file, so they read as zeros. With a parent nothing is done (clearing would expose the parent's data, and
+    /// blocks are never deallocated).
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        chain::check_range(self.inner.size, offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        self.inner.clear_range(offset, len).map(|_| ())
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        ops::write_zeroes(&self.inner, offset, len)
     }
 }

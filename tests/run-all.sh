@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: every Rust test of the workspace; real QEMU guests booted through the daemon with the
-# Python SDK (libvirtd started here if it is not running, and stopped again if it was started here); then the real
+# The whole test suite: every Rust test of the workspace (host-agent's real_ tests only say that they did not run);
+# real QEMU guests (tests/guests/run.sh: host-agent's disk hot-plug, then guests booted through the daemon with the
+# Python SDK; libvirtd started here if it is not running, and stopped again if it was started here); then the real
 # clients (Python XenAPI SDK, Xen Orchestra's xen-api) against a freshly started daemon on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."

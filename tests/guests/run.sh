@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The real-guest tests: the VM lifecycle of xapi-server on libvirt/QEMU (TCG), driven through the pinned Python
-# XenAPI SDK (tests/guests/lifecycle.py), then an administrator's xe script (tests/guests/xe_admin.sh).
+# The real-guest tests: host-agent's disk hot-plug on a real guest (cargo test -p host-agent --test it real_, with
+# XAPI_RS_REAL_LIBVIRT=qemu:///system), the VM lifecycle of xapi-server on libvirt/QEMU (TCG), driven through the
+# pinned Python XenAPI SDK (tests/guests/lifecycle.py), then an administrator's xe script (tests/guests/xe_admin.sh).
 #
 #   tests/guests/run.sh [--keep]        (from anywhere; as root; build the daemon first: cargo build -p xapi-server)
 #
@@ -30,6 +31,26 @@ tests/clients/setup.sh || fail_setup "tests/clients/setup.sh"
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
+
+# host-agent against the real libvirt: disk hot-plug, NBD and CD media on the tiny guest (~40 s).
+XAPI_RS_REAL_LIBVIRT=qemu:///system XAPI_RS_TINYGUEST="$repo/target/tinyguest" timeout --kill-after=20 300 \
+  cargo test --locked -p host-agent --test it real_ -- --nocapture 2>&1 | tee "$out"
+rc="${PIPESTATUS[0]}"
+line="$(grep -E '^test result: (ok|FAILED)\. [0-9]+ passed; [0-9]+ failed' "$out" | tail -n 1)"
+hp=0 hf=0
+if [[ -n "$line" ]]; then
+  hp="$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")"
+  hf="$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")"
+fi
+if [[ "$rc" -ne 0 && "$hf" -eq 0 ]]; then
+  echo "FAIL host-agent real_ tests: exited $rc without reporting a failed test"
+  hf=1
+elif [[ "$hp" -eq 0 && "$hf" -eq 0 ]]; then
+  echo "FAIL host-agent real_ tests: no test ran"
+  hf=1
+fi
+echo "host-agent: exit $rc, $hp passed, $hf failed"
+
 timeout --kill-after=20 "$limit" tests/clients/.venv/bin/python tests/guests/lifecycle.py \
   --daemon target/debug/xapi-server --guest-dir target/tinyguest "$@" 2>&1 | tee "$out"
 rc="${PIPESTATUS[0]}"
@@ -68,7 +89,7 @@ if [[ "$rc" -ne 0 && "$xf" -eq 0 ]]; then
   echo "FAIL xe_admin.sh: exited $rc without reporting a failed check"
   xf=1
 fi
-p=$((p + xp))
-f=$((f + xf))
+p=$((p + xp + hp))
+f=$((f + xf + hf))
 echo "RESULT passed=$p failed=$f"
 [[ "$f" -eq 0 ]]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real-guest tests: host-agent's disk hot-plug on a real guest (cargo test -p host-agent --test it real_, with
 # XAPI_RS_REAL_LIBVIRT=qemu:///system), the VM lifecycle of xapi-server on libvirt/QEMU (TCG), driven through the
-# pinned Python XenAPI SDK (tests/guests/lifecycle.py), then an administrator's xe script (tests/guests/xe_admin.sh).
+# pinned Python XenAPI SDK (tests/guests/lifecycle.py), VHD disks on real storage (tests/guests/storage.py), then an
+# administrator's xe script (tests/guests/xe_admin.sh).
 #
 #   tests/guests/run.sh [--keep]        (from anywhere; as root; build the daemon first: cargo build -p xapi-server)
 #
@@ -31,65 +32,55 @@ tests/clients/setup.sh || fail_setup "tests/clients/setup.sh"
 
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
+total_p=0 total_f=0
 
-# host-agent against the real libvirt: disk hot-plug, NBD and CD media on the tiny guest (~40 s).
-XAPI_RS_REAL_LIBVIRT=qemu:///system XAPI_RS_TINYGUEST="$repo/target/tinyguest" timeout --kill-after=20 300 \
-  cargo test --locked -p host-agent --test it real_ -- --nocapture 2>&1 | tee "$out"
-rc="${PIPESTATUS[0]}"
-line="$(grep -E '^test result: (ok|FAILED)\. [0-9]+ passed; [0-9]+ failed' "$out" | tail -n 1)"
-hp=0 hf=0
-if [[ -n "$line" ]]; then
-  hp="$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")"
-  hf="$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")"
-fi
-if [[ "$rc" -ne 0 && "$hf" -eq 0 ]]; then
-  echo "FAIL host-agent real_ tests: exited $rc without reporting a failed test"
-  hf=1
-elif [[ "$hp" -eq 0 && "$hf" -eq 0 ]]; then
-  echo "FAIL host-agent real_ tests: no test ran"
-  hf=1
-fi
-echo "host-agent: exit $rc, $hp passed, $hf failed"
-
-timeout --kill-after=20 "$limit" tests/clients/.venv/bin/python tests/guests/lifecycle.py \
-  --daemon target/debug/xapi-server --guest-dir target/tinyguest "$@" 2>&1 | tee "$out"
-rc="${PIPESTATUS[0]}"
-line="$(grep -E '^RESULT passed=[0-9]+ failed=[0-9]+$' "$out" | tail -n 1)"
-if [[ -n "$line" ]]; then
-  p="${line#RESULT passed=}"
-  p="${p%% *}"
-  f="${line##*failed=}"
-else
-  p=0 f=0
-fi
-if [[ "$rc" -ne 0 && "$f" -eq 0 ]]; then
-  if [[ "$rc" -eq 124 || "$rc" -eq 137 ]]; then
-    echo "FAIL lifecycle.py: timed out after ${limit}s"
+# suite NAME SECONDS FORMAT COMMAND...: runs one suite under a time limit and adds what it reports to the totals.
+# FORMAT is `result` (a "RESULT passed=N failed=M" line) or `cargo` (cargo test's "test result:" line). A suite that
+# times out, exits non-zero without a failed check, or reports nothing counts as one more failure.
+suite() {
+  local name="$1" limit="$2" format="$3" rc line p=0 f=0
+  shift 3
+  timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$out"
+  rc="${PIPESTATUS[0]}"
+  if [[ "$format" == cargo ]]; then
+    line="$(grep -E '^test result: (ok|FAILED)\. [0-9]+ passed; [0-9]+ failed' "$out" | tail -n 1)"
+    if [[ -n "$line" ]]; then
+      p="$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")"
+      f="$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")"
+    fi
   else
-    echo "FAIL lifecycle.py: exited $rc without reporting a failed check"
+    line="$(grep -E '^RESULT passed=[0-9]+ failed=[0-9]+$' "$out" | tail -n 1)"
+    if [[ -n "$line" ]]; then
+      p="${line#RESULT passed=}"
+      p="${p%% *}"
+      f="${line##*failed=}"
+    fi
   fi
-  f=1
-elif [[ "$rc" -eq 0 && -z "$line" ]]; then
-  echo "FAIL lifecycle.py: no RESULT line"
-  f=1
-fi
-echo "guests: exit $rc, $p passed, $f failed"
+  if [[ "$rc" -ne 0 && "$f" -eq 0 ]]; then
+    if [[ "$rc" -eq 124 || "$rc" -eq 137 ]]; then
+      echo "FAIL $name: timed out after ${limit}s"
+    else
+      echo "FAIL $name: exited $rc without reporting a failed check"
+    fi
+    f=1
+  elif [[ "$p" -eq 0 && "$f" -eq 0 ]]; then
+    echo "FAIL $name: reported no result"
+    f=1
+  fi
+  echo "$name: exit $rc, $p passed, $f failed"
+  total_p=$((total_p + p))
+  total_f=$((total_f + f))
+}
 
+py=tests/clients/.venv/bin/python
+# host-agent against the real libvirt: disk hot-plug, NBD and CD media on the tiny guest (~40 s).
+XAPI_RS_REAL_LIBVIRT=qemu:///system XAPI_RS_TINYGUEST="$repo/target/tinyguest" \
+  suite "host-agent real_ tests" 300 cargo cargo test --locked -p host-agent --test it real_ -- --nocapture
+suite lifecycle.py "$limit" result $py tests/guests/lifecycle.py \
+  --daemon target/debug/xapi-server --guest-dir target/tinyguest "$@"
+suite storage.py 420 result $py tests/guests/storage.py \
+  --daemon target/debug/xapi-server --guest-dir target/tinyguest "$@"
 # The administrator's script.
-timeout --kill-after=10 120 tests/guests/xe_admin.sh 2>&1 | tee "$out"
-rc="${PIPESTATUS[0]}"
-line="$(grep -E '^RESULT passed=[0-9]+ failed=[0-9]+$' "$out" | tail -n 1)"
-xp=0 xf=0
-if [[ -n "$line" ]]; then
-  xp="${line#RESULT passed=}"
-  xp="${xp%% *}"
-  xf="${line##*failed=}"
-fi
-if [[ "$rc" -ne 0 && "$xf" -eq 0 ]]; then
-  echo "FAIL xe_admin.sh: exited $rc without reporting a failed check"
-  xf=1
-fi
-p=$((p + xp + hp))
-f=$((f + xf + hf))
-echo "RESULT passed=$p failed=$f"
-[[ "$f" -eq 0 ]]
+suite xe_admin.sh 120 result tests/guests/xe_admin.sh
+echo "RESULT passed=$total_p failed=$total_f"
+[[ "$total_f" -eq 0 ]]

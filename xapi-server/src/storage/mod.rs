@@ -47,7 +47,7 @@ impl Storage {
     pub fn new(data_dir: &Path, run_dir: &Path) -> Storage {
         Storage {
             sr_root: data_dir.join("sr"),
-            tapdisks: tapdisk::Tapdisks::new(&run_dir.join("td")),
+            tapdisks: tapdisk::Tapdisks::new(data_dir, run_dir),
             backends: Mutex::default(),
             gc: gc::Kick::default(),
         }

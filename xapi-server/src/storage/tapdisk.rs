@@ -54,15 +54,26 @@ fn tapdisk_error(what: String) -> ApiError {
 }
 
 impl Tapdisks {
-    pub fn new(dir: &Path) -> Tapdisks {
-        let probe = dir.join(format!("{}.sock", Uuid::nil()));
-        let dir = if probe.as_os_str().len() > MAX_SOCKET_PATH {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            dir.hash(&mut h);
-            std::env::temp_dir().join(format!("xapi-td-{:016x}", h.finish()))
+    /// The servers of the daemon whose data directory is `data_dir`. Their sockets must be reachable by QEMU,
+    /// which runs as another user and cannot enter a private (0700) data directory: as root they live in
+    /// `/run/xapi-rs/td-<hash of the data directory>`, otherwise in `<run_dir>/td` (and in /tmp if that path is
+    /// too long for a unix socket).
+    pub fn new(data_dir: &Path, run_dir: &Path) -> Tapdisks {
+        // FNV-1a: stable across builds, so that a newer daemon finds the servers an older one started.
+        let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+        let hash = canonical
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+        let tag = format!("td-{hash:016x}");
+        let run = Path::new("/run");
+        let dir = if rustix::process::geteuid().is_root() && run.is_dir() {
+            run.join("xapi-rs").join(tag)
+        } else if run_dir.join("td").join(format!("{}.sock", Uuid::nil())).as_os_str().len() > MAX_SOCKET_PATH {
+            std::env::temp_dir().join(format!("xapi-rs-{tag}"))
         } else {
-            dir.to_path_buf()
+            run_dir.join("td")
         };
         Tapdisks { dir, procs: Mutex::default() }
     }
@@ -104,8 +115,12 @@ impl Tapdisks {
         fs::create_dir_all(&self.dir).map_err(|e| tapdisk_error(format!("{}: {e}", self.dir.display())))?;
         {
             use std::os::unix::fs::PermissionsExt;
-            // QEMU runs as another user: it must reach the sockets.
+            // QEMU runs as another user: it must reach the sockets (the NBD socket is 0666, the control socket
+            // 0600).
             let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755));
+            if let Some(parent) = self.dir.parent() {
+                let _ = fs::set_permissions(parent, fs::Permissions::from_mode(0o755));
+            }
         }
         for ext in ["sock", "ctl", "pid"] {
             let _ = fs::remove_file(self.path(&key, ext));

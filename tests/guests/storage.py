@@ -334,6 +334,15 @@ def main():
             for line in daemon.log_tail().splitlines():
                 print(f"#   {line}")
         lc.cleanup(c, args.keep)
+        # Block servers outlive their daemon by design; none of this run's may outlive the run.
+        for d in Path("/proc").iterdir():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if d.name.isdigit() and b" tapdisk " in cmd and str(data_dir).encode() in cmd:
+                info(f"cleanup: kill block server {d.name}")
+                os.kill(int(d.name), signal.SIGKILL)
         if "s" in st:
             import shutil
             shutil.rmtree(st["s"].tmp, ignore_errors=True)

@@ -104,6 +104,16 @@ fn qemu_img_ok(file: &Path, virtual_size: i64) {
     assert_eq!(info["virtual-size"].as_i64(), Some(virtual_size), "{info}");
 }
 
+/// The pid of the block server (`xapi-server tapdisk … --export <vdi-uuid>`) serving a VDI.
+fn block_server(vdi_uuid: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        (args.get(1) == Some(&&b"tapdisk"[..]) && args.contains(&vdi_uuid.as_bytes())).then_some(pid)
+    })
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
@@ -402,13 +412,7 @@ fn a_running_vm_gets_its_disks_from_block_servers() {
     api.ok("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
     assert_eq!(api.ok("VBD.get_currently_attached", &[vbd.clone()]), Value::Bool(true));
     let uuid = api.str_of("VDI.get_uuid", &vdi);
-    let pidfile = std::fs::read_dir(dir.path().join("run/td"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(&format!("{uuid}.pid")))
-        .expect("a block server for the disk");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid = block_server(&uuid).expect("a block server for the disk");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(api.call("VDI.destroy", &[vdi.clone()]), err("VDI_IN_USE", &[vdi.as_str().unwrap(), "destroy"]));
     assert_eq!(api.call("VBD.destroy", &[vbd.clone()]).unwrap_err()[0], "OPERATION_NOT_ALLOWED");

@@ -37,6 +37,9 @@ pub fn test_driver_uri() -> String {
 pub struct Daemon {
     pub addr: SocketAddr,
     child: Child,
+    data_dir: std::path::PathBuf,
+    /// Set by `kill9`: the block servers outlive the daemon, as they would a crash.
+    crashed: bool,
 }
 
 impl Daemon {
@@ -65,7 +68,7 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start xapi-server");
-        let d = Daemon { addr, child };
+        let d = Daemon { addr, child, data_dir: data_dir.to_path_buf(), crashed: false };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
@@ -85,6 +88,7 @@ impl Daemon {
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.crashed = true;
     }
 
     pub fn xml(&self, method: &str, params: &[Value]) -> Result<Value, Vec<String>> {
@@ -101,7 +105,28 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.crashed {
+            // The block servers this daemon started (their image paths are in its data dir) do not outlive a
+            // test, whatever state it ended in.
+            for pid in block_servers_under(&self.data_dir) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
     }
+}
+
+/// Block servers (`xapi-server tapdisk …`) whose arguments name a path under `dir`.
+pub fn block_servers_under(dir: &Path) -> Vec<u32> {
+    let dir = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+            (cmdline.contains(" tapdisk ") && cmdline.contains(&dir)).then_some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {

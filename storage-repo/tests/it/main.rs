@@ -2,6 +2,7 @@
 //! skip) when it is missing.
 
 mod nbd;
+mod sr_crash;
 mod util;
 mod vhd_chain;
 mod vhd_dynamic;

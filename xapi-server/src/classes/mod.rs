@@ -46,6 +46,8 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("VM", "pause") => vm::pause,
         ("VM", "unpause") => vm::unpause,
         ("VM", "clone") => vm::clone,
+        ("VM", "copy") => vm::copy,
+        ("VM", "snapshot") => vm::snapshot,
         ("VM", "provision") => vm::provision,
         ("VM", "compute_memory_overhead") => vm::compute_memory_overhead,
         ("VM", "assert_can_boot_here") => vm::assert_can_boot_here,

@@ -88,6 +88,17 @@ pub fn insert_new(state: &State, r: String, mut f: Vec<Value>) -> Result<Reply, 
     Ok(Reply::Value(Value::Str(r)))
 }
 
+/// Deletes a VDI made by a failed multi-disk operation (file and record).
+pub fn destroy_ref(state: &State, vdi: &str) -> Result<(), ApiError> {
+    let c = class("VDI");
+    let (fsr, uuid, sr) = ext_of(state, vdi)?;
+    fsr.destroy_vdi(&uuid)?;
+    state.store.transaction(|tx| tx.delete(c, vdi))?;
+    sync::sr(state, &sr)?;
+    state.storage.gc.kick();
+    Ok(())
+}
+
 /// `VDI.destroy`: the file and the record go (with the VDI's detached VBDs); its chain's parents are left to the
 /// collector.
 pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
@@ -115,17 +126,34 @@ pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args
 
 /// Snapshot or clone: the file operation (the VDI's block server paused around it), then a record for the new
 /// VDI; the base copy's record comes from the rescan.
-fn snapshot_or_clone(ctx: &Ctx<'_>, vdi: &str, snapshot: bool) -> Result<Reply, ApiError> {
+pub fn snapshot_or_clone(state: &State, vdi: &str, snapshot: bool) -> Result<String, ApiError> {
     let c = class("VDI");
-    managed(ctx.state, vdi)?;
-    let (fsr, uuid, sr) = ext_of(ctx.state, vdi)?;
+    managed(state, vdi)?;
+    let (fsr, uuid, sr) = ext_of(state, vdi)?;
     let (new, base) = (Uuid::new_v4(), Uuid::new_v4());
     {
-        let _paused = ctx.state.storage.tapdisks.pause(&uuid)?;
+        let _paused = state.storage.tapdisks.pause(&uuid)?;
         fsr.snapshot(&uuid, new, base)?;
     }
-    let src = ctx.state.store.get(c, vdi)?;
-    let src = Rec::new(c, &src.fields);
+    let src = state.store.get(c, vdi)?;
+    let mut f = copied_fields(Rec::new(c, &src.fields));
+    set(c, &mut f, "uuid", new.to_string());
+    set(c, &mut f, "SR", sr.clone());
+    set(c, &mut f, "location", new.to_string());
+    set(c, &mut f, "is_a_snapshot", snapshot);
+    set(c, &mut f, "snapshot_of", if snapshot { vdi } else { NULL_REF });
+    if snapshot {
+        set(c, &mut f, "snapshot_time", sync::now());
+    }
+    let r = db::new_ref();
+    state.store.transaction(|tx| tx.insert(c, &r, f))?;
+    sync::sr(state, &sr)?;
+    Ok(r)
+}
+
+/// A new VDI record with the user-visible fields of `src` (names, type, configuration, size).
+fn copied_fields(src: Rec<'_>) -> Vec<Value> {
+    let c = class("VDI");
     let mut f = db::default_row(c);
     for field in [
         "name_label",
@@ -137,31 +165,43 @@ fn snapshot_or_clone(ctx: &Ctx<'_>, vdi: &str, snapshot: bool) -> Result<Reply, 
         "tags",
         "on_boot",
         "allow_caching",
+        "virtual_size",
     ] {
         set(c, &mut f, field, src.get(field).clone());
     }
-    set(c, &mut f, "uuid", new.to_string());
-    set(c, &mut f, "SR", sr.clone());
-    set(c, &mut f, "location", new.to_string());
-    set(c, &mut f, "virtual_size", src.int("virtual_size"));
     set(c, &mut f, "managed", true);
-    set(c, &mut f, "is_a_snapshot", snapshot);
-    set(c, &mut f, "snapshot_of", if snapshot { vdi } else { NULL_REF });
-    if snapshot {
-        set(c, &mut f, "snapshot_time", sync::now());
+    f
+}
+
+/// A sparse full copy of `vdi` as a new VDI of `sr`.
+pub fn copy_to_sr(state: &State, vdi: &str, sr: &str) -> Result<String, ApiError> {
+    let c = class("VDI");
+    if storage::attached_vbds(state, vdi).any(|(_, rw)| rw) {
+        return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "copy"]));
     }
+    let (src_sr, src_uuid, _) = ext_of(state, vdi)?;
+    let dst_sr = ext_sr(state, sr)?;
+    let new = Uuid::new_v4();
+    let file = src_sr.copy_vdi(&src_uuid, &dst_sr, new)?;
+    let src = state.store.get(c, vdi)?;
+    let mut f = copied_fields(Rec::new(c, &src.fields));
+    set(c, &mut f, "uuid", new.to_string());
+    set(c, &mut f, "SR", sr);
+    set(c, &mut f, "location", new.to_string());
+    set(c, &mut f, "virtual_size", file.virtual_size as i64);
+    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
     let r = db::new_ref();
-    ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
-    sync::sr(ctx.state, &sr)?;
-    Ok(Reply::Value(Value::Str(r)))
+    state.store.transaction(|tx| tx.insert(c, &r, f))?;
+    sync::sr(state, sr)?;
+    Ok(r)
 }
 
 pub fn snapshot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    snapshot_or_clone(ctx, arg(&args, 0), true)
+    Ok(Reply::Value(Value::Str(snapshot_or_clone(ctx.state, arg(&args, 0), true)?)))
 }
 
 pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    snapshot_or_clone(ctx, arg(&args, 0), false)
+    Ok(Reply::Value(Value::Str(snapshot_or_clone(ctx.state, arg(&args, 0), false)?)))
 }
 
 /// `VDI.copy(vdi, sr, base_vdi, into_vdi)`: a sparse full copy into a new VDI of `sr`, or over `into_vdi`.
@@ -172,12 +212,14 @@ pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -
     if !base.is_empty() && base != NULL_REF {
         ctx.state.store.get(c, base)?;
     }
-    let writers = storage::attached_vbds(ctx.state, vdi).any(|(_, rw)| rw);
-    if writers {
+    if into.is_empty() || into == NULL_REF {
+        return Ok(Reply::Value(Value::Str(copy_to_sr(ctx.state, vdi, sr)?)));
+    }
+    if storage::attached_vbds(ctx.state, vdi).any(|(_, rw)| rw) {
         return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "copy"]));
     }
     let (src_sr, src_uuid, _) = ext_of(ctx.state, vdi)?;
-    if !into.is_empty() && into != NULL_REF {
+    {
         not_attached(ctx.state, into, "copy")?;
         let (dst_sr, dst_uuid, dst_sr_ref) = ext_of(ctx.state, into)?;
         let (src_size, dst_size) = (
@@ -189,37 +231,8 @@ pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -
         }
         src_sr.copy_into_vdi(&src_uuid, &dst_sr, &dst_uuid)?;
         sync::sr(ctx.state, &dst_sr_ref)?;
-        return Ok(Reply::Value(Value::Str(into.to_string())));
     }
-    let dst_sr = ext_sr(ctx.state, sr)?;
-    let new = Uuid::new_v4();
-    let file = src_sr.copy_vdi(&src_uuid, &dst_sr, new)?;
-    let src = ctx.state.store.get(c, vdi)?;
-    let src = Rec::new(c, &src.fields);
-    let mut f = db::default_row(c);
-    for field in [
-        "name_label",
-        "name_description",
-        "type",
-        "sharable",
-        "other_config",
-        "xenstore_data",
-        "tags",
-        "on_boot",
-        "allow_caching",
-    ] {
-        set(c, &mut f, field, src.get(field).clone());
-    }
-    set(c, &mut f, "uuid", new.to_string());
-    set(c, &mut f, "SR", sr);
-    set(c, &mut f, "location", new.to_string());
-    set(c, &mut f, "virtual_size", file.virtual_size as i64);
-    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
-    set(c, &mut f, "managed", true);
-    let r = db::new_ref();
-    ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
-    sync::sr(ctx.state, sr)?;
-    Ok(Reply::Value(Value::Str(r)))
+    Ok(Reply::Value(Value::Str(into.to_string())))
 }
 
 /// `VDI.resize`: grows a detached VDI.

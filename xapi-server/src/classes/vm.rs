@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use xapi_types::generated::errors as codes;
+use xapi_types::value::NULL_REF;
 use xapi_types::{Class, Message, Value};
 
 use crate::db::{self, DbError};
@@ -14,6 +15,7 @@ use crate::hv::ops::{self, Op};
 use crate::hv::rec::{Rec, class, idx, set};
 use crate::hv::{memory, spec};
 use crate::state::State;
+use crate::storage;
 
 type Args = Vec<Value>;
 
@@ -151,33 +153,125 @@ pub fn destroy(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args
     Ok(Reply::void())
 }
 
-/// `VM.clone`: a new halted VM (or template) with the same configuration and a copy of its VIFs. Disks are cloned
-/// by the storage layer, which is not there yet: a VM with disks answers `NOT_IMPLEMENTED`.
+/// `VM.clone`: a new halted VM (or template) with the same configuration, copies of its VIFs, and its disks
+/// cloned (`VDI.clone`: a differencing child on each disk's SR); CD drives keep their disc.
 pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    let vm = vm_arg(&args).to_string();
     let new_name = args[1].as_str().unwrap_or_default().to_string();
-    let running = ops::begin(ctx.state, &vm, Op::Clone, task(ctx))?;
+    duplicate(ctx, vm_arg(&args), &new_name, Disks::Clone)
+}
+
+/// `VM.copy(vm, new_name, sr)`: as clone, but each disk is a full, independent copy (on `sr`, or on the disk's own
+/// SR when `sr` is the null ref).
+pub fn copy(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let new_name = args[1].as_str().unwrap_or_default().to_string();
+    let sr = args.get(2).and_then(Value::as_str).filter(|s| !s.is_empty() && *s != NULL_REF).map(str::to_string);
+    if let Some(sr) = &sr {
+        ctx.state.store.get(class("SR"), sr)?;
+    }
+    duplicate(ctx, vm_arg(&args), &new_name, Disks::Copy(sr))
+}
+
+/// `VM.snapshot(vm, new_name, ignore_vdis)`: a snapshot VM (a template with `is_a_snapshot`, `snapshot_of`,
+/// `snapshot_time`) whose disks are `VDI.snapshot`s of the VM's, taken while it runs if it does (the disks' block
+/// servers are paused for each one: crash-consistent).
+pub fn snapshot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let new_name = args[1].as_str().unwrap_or_default().to_string();
+    let ignore: Vec<String> = args
+        .get(2)
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    duplicate(ctx, vm_arg(&args), &new_name, Disks::Snapshot(ignore))
+}
+
+/// What a duplicate does with the source's disks.
+enum Disks {
+    Clone,
+    Copy(Option<String>),
+    /// VDIs listed are left out.
+    Snapshot(Vec<String>),
+}
+
+fn duplicate(ctx: &Ctx<'_>, vm: &str, new_name: &str, disks: Disks) -> Result<Reply, ApiError> {
+    let op = match disks {
+        Disks::Clone => Op::Clone,
+        Disks::Copy(_) => Op::Copy,
+        Disks::Snapshot(_) => Op::Snapshot,
+    };
+    let running = ops::begin(ctx.state, vm, op, task(ctx))?;
     let (vm_c, vif_c, vbd_c, metrics_c) = (class("VM"), class("VIF"), class("VBD"), class("VM_metrics"));
-    let row = ctx.state.store.get(vm_c, &vm)?;
+    let row = ctx.state.store.get(vm_c, vm)?;
     let src = Rec::new(vm_c, &row.fields);
     let store = &ctx.state.store;
-    if src.refs("VBDs").iter().any(|v| store.get(vbd_c, v).is_ok_and(|b| !Rec::new(vbd_c, &b.fields).bool("empty"))) {
-        return Err(ApiError::not_implemented("VM.clone of a VM with disks (needs the storage repositories)"));
-    }
     let (new, metrics) = (db::new_ref(), db::new_ref());
+
+    // The disks first: if one fails, the new ones made so far are deleted and nothing else was written.
+    let mut vbds: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut made: Vec<String> = Vec::new();
+    let result = (|| {
+        for b in src.refs("VBDs") {
+            let Ok(brow) = store.get(vbd_c, b) else { continue };
+            let vbd = Rec::new(vbd_c, &brow.fields);
+            let mut bf = brow.fields.clone();
+            if let Some(vdi) = vbd.reference("VDI").filter(|_| vbd.str("type") != "CD") {
+                let new_vdi = match &disks {
+                    Disks::Clone => super::vdi::snapshot_or_clone(ctx.state, vdi, false)?,
+                    Disks::Snapshot(ignore) if ignore.iter().any(|i| i == vdi) => continue,
+                    Disks::Snapshot(_) => super::vdi::snapshot_or_clone(ctx.state, vdi, true)?,
+                    Disks::Copy(sr) => {
+                        let sr = match sr {
+                            Some(sr) => sr.clone(),
+                            None => Rec::new(class("VDI"), &store.get(class("VDI"), vdi)?.fields).str("SR").to_string(),
+                        };
+                        super::vdi::copy_to_sr(ctx.state, vdi, &sr)?
+                    }
+                };
+                made.push(new_vdi.clone());
+                set(vbd_c, &mut bf, "VDI", new_vdi);
+            }
+            set(vbd_c, &mut bf, "uuid", db::new_uuid());
+            set(vbd_c, &mut bf, "VM", new.clone());
+            set(vbd_c, &mut bf, "currently_attached", false);
+            set(vbd_c, &mut bf, "metrics", NULL_REF);
+            vbds.push((db::new_ref(), bf));
+        }
+        Ok::<_, ApiError>(())
+    })();
+    if let Err(e) = result {
+        for v in &made {
+            let _ = super::vdi::destroy_ref(ctx.state, v);
+        }
+        return Err(e);
+    }
+
     let mut f = row.fields.clone();
     set(vm_c, &mut f, "uuid", db::new_uuid());
     set(vm_c, &mut f, "name_label", new_name);
     set(vm_c, &mut f, "is_default_template", false);
     set(vm_c, &mut f, "power_state", "Halted");
-    set(vm_c, &mut f, "resident_on", xapi_types::value::NULL_REF);
+    set(vm_c, &mut f, "resident_on", NULL_REF);
     set(vm_c, &mut f, "domid", -1i64);
     set(vm_c, &mut f, "current_operations", Value::Struct(vec![]));
     set(vm_c, &mut f, "consoles", Value::Array(vec![]));
     set(vm_c, &mut f, "VBDs", Value::Array(vec![]));
+    set(vm_c, &mut f, "VIFs", Value::Array(vec![]));
+    set(vm_c, &mut f, "snapshots", Value::Array(vec![]));
     set(vm_c, &mut f, "metrics", metrics.clone());
-    set(vm_c, &mut f, "guest_metrics", xapi_types::value::NULL_REF);
+    set(vm_c, &mut f, "guest_metrics", NULL_REF);
     set(vm_c, &mut f, "memory_overhead", 0i64);
+    if let Disks::Snapshot(_) = disks {
+        // xapi's snapshots are templates that remember what they were taken of, and when.
+        set(vm_c, &mut f, "is_a_template", true);
+        set(vm_c, &mut f, "is_a_snapshot", true);
+        set(vm_c, &mut f, "snapshot_of", vm);
+        set(vm_c, &mut f, "snapshot_time", storage::sync::now());
+    } else {
+        set(vm_c, &mut f, "is_a_snapshot", false);
+        set(vm_c, &mut f, "snapshot_of", NULL_REF);
+    }
     let mut vifs = Vec::new();
     for v in src.refs("VIFs") {
         let Ok(vrow) = store.get(vif_c, v) else { continue };
@@ -185,12 +279,11 @@ pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) 
         set(vif_c, &mut vf, "uuid", db::new_uuid());
         set(vif_c, &mut vf, "VM", new.clone());
         set(vif_c, &mut vf, "currently_attached", false);
-        if Rec::new(vif_c, &vrow.fields).bool("MAC_autogenerated") {
+        if Rec::new(vif_c, &vrow.fields).bool("MAC_autogenerated") && !matches!(disks, Disks::Snapshot(_)) {
             set(vif_c, &mut vf, "MAC", random_mac());
         }
         vifs.push((db::new_ref(), vf));
     }
-    set(vm_c, &mut f, "VIFs", Value::Array(vifs.iter().map(|(r, _)| Value::str(r.clone())).collect()));
     let allowed = ops::allowed(Rec::new(vm_c, &f));
     f[idx(vm_c, "allowed_operations")] = allowed;
     let mut mf = db::default_row(metrics_c);
@@ -200,6 +293,9 @@ pub fn clone(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) 
         tx.insert(vm_c, &new, f)?;
         for (r, vf) in vifs {
             tx.insert(vif_c, &r, vf)?;
+        }
+        for (r, bf) in vbds {
+            tx.insert(vbd_c, &r, bf)?;
         }
         Ok::<_, DbError>(())
     })?;

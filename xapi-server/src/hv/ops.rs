@@ -61,6 +61,8 @@ operations! {
     Unpause => "unpause",
     Provision => "provision",
     Clone => "clone",
+    Copy => "copy",
+    Snapshot => "snapshot",
     Destroy => "destroy",
 }
 
@@ -71,7 +73,8 @@ impl Op {
     fn allowed_states(self) -> &'static [&'static str] {
         match self {
             Start | StartOn | Provision | Destroy => &["Halted"],
-            Clone => &["Halted", "Suspended"],
+            Clone | Copy => &["Halted", "Suspended"],
+            Snapshot => &["Halted", "Running", "Paused", "Suspended"],
             CleanShutdown | CleanReboot | Suspend | Pause => &["Running"],
             HardShutdown | Shutdown => &["Running", "Paused", "Suspended"],
             HardReboot => &["Running", "Paused"],
@@ -82,7 +85,7 @@ impl Op {
 
     /// Operations a template allows (the others answer `VM_IS_TEMPLATE`).
     fn for_templates(self) -> bool {
-        matches!(self, Clone | Provision | Destroy)
+        matches!(self, Clone | Copy | Provision | Destroy)
     }
 }
 

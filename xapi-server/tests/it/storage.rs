@@ -426,3 +426,43 @@ fn a_running_vm_gets_its_disks_from_block_servers() {
     api.ok("VBD.destroy", &[vbd]);
     api.ok("VDI.destroy", &[vdi]);
 }
+
+#[test]
+fn vm_clone_copy_and_snapshot_take_their_disks_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path(), &[]);
+    let sr = api.local_sr();
+    let vm = api.vm("source");
+    let vdi = api.new_vdi(&sr, "root", 8 * MIB);
+    api.new_vbd(&vm, Some(&vdi), "0", "Disk", "RW").unwrap();
+    api.new_vbd(&vm, None, "3", "CD", "RO").unwrap();
+    let disk_of = |vm: &Value| -> Value {
+        let vbds = api.refs("VM.get_VBDs", &[vm.clone()]);
+        let disk = vbds.iter().find(|b| api.str_of("VBD.get_type", b) == "Disk").expect("a disk VBD").clone();
+        api.ok("VBD.get_VDI", &[disk])
+    };
+
+    let clone = api.ok("VM.clone", &[vm.clone(), s("clone")]);
+    assert_eq!(api.refs("VM.get_VBDs", &[clone.clone()]).len(), 2, "the disk and the CD drive");
+    let cvdi = disk_of(&clone);
+    assert_ne!(cvdi, vdi);
+    assert!(api.ok("VDI.get_sm_config", &[cvdi.clone()]).get("vhd-parent").is_some(), "a clone is a child");
+    assert_eq!(api.ok("VDI.get_is_a_snapshot", &[cvdi]), Value::Bool(false));
+
+    let copy = api.ok("VM.copy", &[vm.clone(), s("copy"), sr.clone()]);
+    let kvdi = disk_of(&copy);
+    assert_eq!(api.ok("VDI.get_sm_config", &[kvdi.clone()]).get("vhd-parent"), None, "a copy stands alone");
+    qemu_img_ok(&api.vdi_file(&kvdi), 8 * MIB);
+
+    let snap = api.ok("VM.snapshot", &[vm.clone(), s("snap"), Value::Array(vec![])]);
+    assert_eq!(api.ok("VM.get_is_a_snapshot", &[snap.clone()]), Value::Bool(true));
+    assert_eq!(api.ok("VM.get_is_a_template", &[snap.clone()]), Value::Bool(true));
+    assert_eq!(api.ok("VM.get_snapshot_of", &[snap.clone()]), vm);
+    assert_eq!(api.refs("VM.get_snapshots", &[vm.clone()]), vec![snap.clone()]);
+    let svdi = disk_of(&snap);
+    assert_eq!(api.ok("VDI.get_snapshot_of", &[svdi]), vdi);
+    assert_eq!(
+        api.call("VM.start", &[snap.clone(), Value::Bool(false), Value::Bool(false)]).unwrap_err()[0],
+        "VM_IS_TEMPLATE"
+    );
+}

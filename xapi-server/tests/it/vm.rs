@@ -75,7 +75,7 @@ fn templates_clone_provision_and_the_power_state_machine() {
     assert_eq!(api.ok("VM.get_is_a_template", &[vm.clone()]), Value::Bool(false));
     assert_eq!(api.call("VM.provision", &[vm.clone()]), err("PROVISION_ONLY_ALLOWED_ON_TEMPLATE", &[]));
     assert_eq!(api.power(&vm), "Halted");
-    assert_eq!(api.allowed(&vm), ["start", "start_on", "clone", "destroy"]);
+    assert_eq!(api.allowed(&vm), ["start", "start_on", "clone", "copy", "snapshot", "destroy"]);
     assert_eq!(
         api.call("VM.clean_shutdown", &[vm.clone()]),
         err("VM_BAD_POWER_STATE", &[vm_ref(&vm), "running", "halted"])
@@ -87,7 +87,7 @@ fn templates_clone_provision_and_the_power_state_machine() {
     assert!(api.int("VM.get_domid", &[vm.clone()]) >= 1);
     assert_eq!(
         api.allowed(&vm),
-        ["clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "suspend", "pause"]
+        ["clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "suspend", "pause", "snapshot"]
     );
     assert_eq!(api.ok("VM.get_current_operations", &[vm.clone()]), Value::Struct(vec![]));
     let consoles = api.ok("VM.get_consoles", &[vm.clone()]);
@@ -110,7 +110,7 @@ fn templates_clone_provision_and_the_power_state_machine() {
 
     api.ok("VM.pause", &[vm.clone()]);
     assert_eq!(api.power(&vm), "Paused");
-    assert_eq!(api.allowed(&vm), ["hard_shutdown", "shutdown", "hard_reboot", "unpause"]);
+    assert_eq!(api.allowed(&vm), ["hard_shutdown", "shutdown", "hard_reboot", "unpause", "snapshot"]);
     api.ok("VM.unpause", &[vm.clone()]);
     assert_eq!(api.power(&vm), "Running");
 
@@ -259,5 +259,5 @@ fn a_restart_reconciles_with_libvirt() {
     let api = Api { d, sess };
     assert_eq!(api.power(&vm), "Halted");
     assert_eq!(api.ok("VM.get_resident_on", &[vm.clone()]), s("OpaqueRef:NULL"));
-    assert_eq!(api.allowed(&vm), ["start", "start_on", "clone", "destroy"]);
+    assert_eq!(api.allowed(&vm), ["start", "start_on", "clone", "copy", "snapshot", "destroy"]);
 }

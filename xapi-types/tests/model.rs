@@ -94,3 +94,26 @@ fn error_codes() {
         }
     }
 }
+
+#[test]
+fn relations_come_from_the_datamodel() {
+    let rels = model::relations();
+    let has = |many: &str, set: &str, one: &str, ptr: &str| {
+        rels.iter().any(|r| r.many_class == many && r.many_field == set && r.one_class == one && r.one_field == ptr)
+    };
+    assert!(has("VM", "VBDs", "VBD", "VM"));
+    assert!(has("SR", "VDIs", "VDI", "SR"));
+    assert!(has("VDI", "VBDs", "VBD", "VDI"));
+    assert!(has("VDI", "snapshots", "VDI", "snapshot_of"));
+    assert!(has("VM", "snapshots", "VM", "snapshot_of"));
+    assert!(has("VM", "children", "VM", "parent"));
+    assert!(has("host", "resident_VMs", "VM", "resident_on"));
+    assert!(has("host", "PBDs", "PBD", "host"));
+    // Every pair is a read-only set whose pointer field points back at the set's class.
+    for r in rels {
+        let one = model::class(r.one_class).unwrap();
+        let (_, ptr) = one.field(r.one_field).unwrap();
+        assert_eq!(ptr.ty, Ty::Ref(r.many_class), "{r:?}");
+    }
+    assert_eq!(rels.len(), 53);
+}

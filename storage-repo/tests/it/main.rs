@@ -4,3 +4,4 @@
 mod util;
 mod vhd_chain;
 mod vhd_dynamic;
+mod vhd_resize;

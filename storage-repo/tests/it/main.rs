@@ -4,4 +4,6 @@
 mod util;
 mod vhd_chain;
 mod vhd_dynamic;
+mod vhd_fuzz;
+mod vhd_hostile;
 mod vhd_resize;

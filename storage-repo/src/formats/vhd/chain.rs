@@ -5,10 +5,11 @@
 //! chain-wide lock; BATs and "block is full" bits are atomics.
 //!
 //! **Writes** go to the leaf only. Allocating a block appends `[zero gap][bitmap][data]` where the footer was (the
-//! data starts on a 4 KiB boundary, as tapdisk does), writes the footer at the new end, fdatasyncs, and only then
-//! stores the BAT entry: a crash leaves either the old file or the new block, never a BAT entry past the end.
-//! Sector-bitmap changes are kept in memory (dirty entries are pinned in the cache) and written by `flush`, after
-//! an fdatasync of the data, so a bit never reaches the disk before its data. The batmap follows the bitmaps.
+//! data starts on a 4 KiB boundary, as tapdisk does) and writes the footer at the new end; the BAT entry is
+//! written by the next `flush` (at the latest after 64 allocations), after an fdatasync: a crash leaves either the
+//! old file or the new blocks, never a BAT entry past the end. Sector-bitmap changes are likewise kept in memory
+//! (dirty entries are pinned in the cache) and written by `flush` after the fdatasync, so a bit never reaches the
+//! disk before its data. The batmap follows the bitmaps.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -31,6 +32,8 @@ const MAX_DIRTY: usize = 16384;
 const LEAF_CACHE: usize = 8192;
 const PARENT_CACHE: usize = 2048;
 const DATA_ALIGN: u64 = 4096;
+/// Blocks allocated before a write forces a flush (bounds what a crash can lose and leave behind).
+const MAX_NEW_BLOCKS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -116,6 +119,8 @@ struct Leaf {
     table_offset: u64,
     batmap: Option<Mutex<LeafBatmap>>,
     dirty: AtomicUsize,
+    /// Blocks allocated since the last flush: their BAT entries are written by `flush`, after an fdatasync.
+    new_blocks: Mutex<Vec<u32>>,
     flush_lock: Mutex<()>,
 }
 
@@ -458,8 +463,6 @@ impl Inner {
         layer.file.write_all_at(&head, start)?;
         layer.file.write_all_at(data, data_off + within)?;
         layer.file.write_all_at(&leaf.footer, new_footer)?;
-        layer.file.sync_data()?;
-        layer.file.write_all_at(&entry.to_be_bytes(), leaf.table_offset + 4 * block as u64)?;
         // Publish the bits before the BAT entry: a reader that sees the entry finds them.
         if whole {
             layer.set_full(block, true);
@@ -486,6 +489,15 @@ impl Inner {
         }
         layer.bat[block].store(entry, Ordering::Release);
         *pos = new_footer;
+        drop(pos);
+        let pending = {
+            let mut n = lock(&leaf.new_blocks);
+            n.push(block as u32);
+            n.len()
+        };
+        if pending >= MAX_NEW_BLOCKS {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -537,6 +549,12 @@ impl Inner {
         let layer = &self.layers[0];
         let _f = lock(&leaf.flush_lock);
         layer.file.sync_data()?;
+        // New blocks and their footers are durable: now their BAT entries may be.
+        let new_blocks = std::mem::take(&mut *lock(&leaf.new_blocks));
+        for &b in &new_blocks {
+            let e = layer.entry(b as usize);
+            layer.file.write_all_at(&e.to_be_bytes(), leaf.table_offset + 4 * u64::from(b))?;
+        }
         let written = layer.cache.write_dirty(|block, bits| {
             let e = layer.entry(block as usize);
             layer.file.write_all_at(bits, u64::from(e) * SECTOR)
@@ -553,7 +571,7 @@ impl Inner {
                 wrote_batmap = true;
             }
         }
-        if written > 0 || wrote_batmap {
+        if written > 0 || wrote_batmap || !new_blocks.is_empty() {
             layer.file.sync_data()?;
         }
         Ok(())
@@ -576,6 +594,7 @@ fn leaf_state(m: &Meta) -> Leaf {
             })
         }),
         dirty: AtomicUsize::new(0),
+        new_blocks: Mutex::new(Vec::new()),
         flush_lock: Mutex::new(()),
     }
 }

@@ -7,3 +7,4 @@ mod vhd_dynamic;
 mod vhd_fuzz;
 mod vhd_hostile;
 mod vhd_resize;
+mod vhd_tool;

@@ -204,6 +204,10 @@ fn locators_that_escape_the_directory() {
     std::fs::write(&c, &good).unwrap();
     patch_header(&c, |h| h[576 + 4..576 + 8].copy_from_slice(&(1u32 << 30).to_be_bytes()));
     refused(&c, "is outside the file");
+    // A locator over the header (set_parent would overwrite it).
+    std::fs::write(&c, &good).unwrap();
+    patch_header(&c, |h| h[576 + 16..576 + 24].copy_from_slice(&1024u64.to_be_bytes()));
+    refused(&c, "overlaps the footer copy, header, BAT or batmap");
     // Locators that disagree.
     std::fs::write(&c, &good).unwrap();
     let mut b = good.clone();

@@ -110,3 +110,32 @@ fn differencing_disks_keep_their_locators_when_grown() {
     c.read_at(&mut buf, 0).unwrap();
     assert_same(&buf, &model);
 }
+
+/// A qemu-made dynamic disk (no batmap, blocks right after the BAT) grows too (its BAT moves), and qemu still
+/// reads it.
+#[test]
+fn grows_a_qemu_made_disk() {
+    let dir = tempdir();
+    let raw = dir.path().join("src.raw");
+    let p = dir.path().join("q.vhd");
+    let mut data = Rng::new(6).bytes(8 * MIB as usize);
+    data[2 * MIB as usize..4 * MIB as usize].fill(0);
+    std::fs::write(&raw, &data).unwrap();
+    let (r, q) = (raw.to_str().unwrap(), p.to_str().unwrap());
+    crate::util::qemu_img(&["convert", "-f", "raw", "-O", "vpc", "-o", "force_size=on", r, q]);
+    // 130 entries need a second BAT sector: the metadata moves past the first blocks.
+    let new = 260 * MIB;
+    vhd::resize(&p, new).unwrap();
+    vhd::check(&p).unwrap();
+    let c = Chain::open(&p, false).unwrap();
+    assert_eq!(c.size(), new);
+    let mut buf = vec![1u8; 16 * MIB as usize];
+    c.read_at(&mut buf, 0).unwrap();
+    assert_same(&buf[..8 * MIB as usize], &data);
+    assert!(buf[8 * MIB as usize..].iter().all(|&b| b == 0));
+    drop(c);
+    let theirs = qemu_raw(&p);
+    assert_eq!(theirs.len() as u64, new);
+    assert_same(&theirs[..8 * MIB as usize], &data);
+    assert!(theirs[8 * MIB as usize..].iter().all(|&b| b == 0));
+}

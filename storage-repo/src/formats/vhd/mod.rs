@@ -145,7 +145,7 @@ impl Chain {
         self.inner.layers.iter().map(|l| l.path.as_path()).collect()
     }
 
-    /// The metadata of each file of the chain, leaf first.
+    /// The metadata of each file of the chain as it was when the chain was opened, leaf first.
     pub fn infos(&self) -> Vec<Info> {
         self.inner.layers.iter().map(|l| l.meta.info()).collect()
     }

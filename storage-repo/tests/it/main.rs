@@ -6,3 +6,7 @@ mod sr_crash;
 mod util;
 mod vhd_chain;
 mod vhd_dynamic;
+mod vhd_fuzz;
+mod vhd_hostile;
+mod vhd_resize;
+mod vhd_tool;

@@ -33,7 +33,12 @@ impl Rng {
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(n);
+        out
     }
 }
 
@@ -82,4 +87,64 @@ pub fn assert_same(got: &[u8], want: &[u8]) {
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("first difference at byte {i}: got {:#04x}, want {:#04x}", got[i], want[i]);
     }
+}
+
+/// One's complement of the byte sum of `b`, skipping the 4-byte field at `skip`.
+fn vhd_checksum(b: &[u8], skip: usize) -> u32 {
+    !b.iter()
+        .enumerate()
+        .filter(|(i, _)| !(skip..skip + 4).contains(i))
+        .fold(0u32, |s, (_, &x)| s.wrapping_add(x.into()))
+}
+
+/// Recomputes the checksum of the footer at `at`.
+pub fn fix_footer(bytes: &mut [u8], at: usize) {
+    let sum = vhd_checksum(&bytes[at..at + 512], 64);
+    bytes[at + 64..at + 68].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Recomputes the checksum of the header at 512.
+pub fn fix_header(bytes: &mut [u8]) {
+    let sum = vhd_checksum(&bytes[512..1536], 36);
+    bytes[512 + 36..512 + 40].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Edits both footers of a dynamic file with `f` and fixes their checksums.
+pub fn patch_footers(path: &Path, f: impl Fn(&mut [u8])) {
+    let mut b = std::fs::read(path).unwrap();
+    let end = b.len() - 512;
+    f(&mut b[..512]);
+    f(&mut b[end..]);
+    fix_footer(&mut b, 0);
+    fix_footer(&mut b, end);
+    std::fs::write(path, b).unwrap();
+}
+
+/// Edits the header (the 1024 bytes at 512) with `f` and fixes its checksum.
+pub fn patch_header(path: &Path, f: impl Fn(&mut [u8])) {
+    let mut b = std::fs::read(path).unwrap();
+    f(&mut b[512..1536]);
+    fix_header(&mut b);
+    std::fs::write(path, b).unwrap();
+}
+
+/// Rewrites the three locators of a child made by `create_child` so they hold `target` (a path as a hostile
+/// file would store it), with the lengths in the header fixed.
+pub fn set_locator_paths(path: &Path, target: &str) {
+    let mut b = std::fs::read(path).unwrap();
+    for i in 0..3 {
+        let entry = 512 + 576 + 24 * i;
+        let code = &b[entry..entry + 4];
+        let payload: Vec<u8> = if code == b"MacX" {
+            format!("file://{target}").into_bytes()
+        } else {
+            target.replace('/', "\\").encode_utf16().flat_map(u16::to_le_bytes).collect()
+        };
+        let off = u64::from_be_bytes(b[entry + 16..entry + 24].try_into().unwrap()) as usize;
+        b[off..off + 512].fill(0);
+        b[off..off + payload.len()].copy_from_slice(&payload);
+        b[entry + 8..entry + 12].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    }
+    fix_header(&mut b);
+    std::fs::write(path, b).unwrap();
 }

@@ -268,3 +268,29 @@ fn an_interrupted_allocation_leaves_the_old_content() {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("past the end"), "{e}");
 }
+
+/// Until a flush, new blocks are not in the on-disk BAT: a copy of the file taken then (a crash image with every
+/// write applied) is valid and holds the old content; after the flush it holds the new.
+#[test]
+fn unflushed_allocations_are_invisible_on_disk() {
+    let dir = tempdir();
+    let p = dir.path().join("a.vhd");
+    let q = dir.path().join("crash.vhd");
+    vhd::create_dynamic(&p, Uuid::new_v4(), 16 * MIB).unwrap();
+    let c = Chain::open(&p, true).unwrap();
+    c.write_at(&[1u8; 4096], 0).unwrap();
+    c.flush().unwrap();
+    let old = read_all(&p);
+    c.write_at(&vec![2u8; 5 * MIB as usize], 3 * MIB).unwrap();
+    c.write_at(&[3u8; 512], MIB).unwrap(); // a new sector in an existing block: a bitmap change
+    std::fs::copy(&p, &q).unwrap();
+    vhd::check(&q).unwrap();
+    assert_same(&read_all(&q), &old);
+    c.flush().unwrap();
+    std::fs::copy(&p, &q).unwrap();
+    vhd::check(&q).unwrap();
+    let mut want = old.clone();
+    want[3 * MIB as usize..8 * MIB as usize].fill(2);
+    want[MIB as usize..MIB as usize + 512].fill(3);
+    assert_same(&read_all(&q), &want);
+}

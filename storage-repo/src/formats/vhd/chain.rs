@@ -5,10 +5,11 @@
 //! chain-wide lock; BATs and "block is full" bits are atomics.
 //!
 //! **Writes** go to the leaf only. Allocating a block appends `[zero gap][bitmap][data]` where the footer was (the
-//! data starts on a 4 KiB boundary, as tapdisk does), writes the footer at the new end, fdatasyncs, and only then
-//! stores the BAT entry: a crash leaves either the old file or the new block, never a BAT entry past the end.
-//! Sector-bitmap changes are kept in memory (dirty entries are pinned in the cache) and written by `flush`, after
-//! an fdatasync of the data, so a bit never reaches the disk before its data. The batmap follows the bitmaps.
+//! data starts on a 4 KiB boundary, as tapdisk does) and writes the footer at the new end; the BAT entry is
+//! written by the next `flush` (at the latest after 64 allocations), after an fdatasync: a crash leaves either the
+//! old file or the new blocks, never a BAT entry past the end. Sector-bitmap changes are likewise kept in memory
+//! (dirty entries are pinned in the cache) and written by `flush` after the fdatasync, so a bit never reaches the
+//! disk before its data. The batmap follows the bitmaps.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -31,6 +32,8 @@ const MAX_DIRTY: usize = 16384;
 const LEAF_CACHE: usize = 8192;
 const PARENT_CACHE: usize = 2048;
 const DATA_ALIGN: u64 = 4096;
+/// Blocks allocated before a write forces a flush (bounds what a crash can lose and leave behind).
+const MAX_NEW_BLOCKS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -116,6 +119,8 @@ struct Leaf {
     table_offset: u64,
     batmap: Option<Mutex<LeafBatmap>>,
     dirty: AtomicUsize,
+    /// Blocks allocated since the last flush: their BAT entries are written by `flush`, after an fdatasync.
+    new_blocks: Mutex<Vec<u32>>,
     flush_lock: Mutex<()>,
 }
 
@@ -382,10 +387,15 @@ impl Inner {
         let layer = &self.layers[0];
         let mut e = layer.entry(block);
         if e == UNUSED {
-            let _g = leaf.stripe(block);
+            let g = leaf.stripe(block);
             e = layer.entry(block);
             if e == UNUSED {
-                return self.allocate(leaf, block, within, data);
+                let pending = self.allocate(leaf, block, within, data)?;
+                drop(g);
+                if pending >= MAX_NEW_BLOCKS {
+                    self.flush()?;
+                }
+                return Ok(());
             }
         }
         let base = u64::from(e) * SECTOR;
@@ -437,8 +447,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Appends a block for `block` holding `data` at `within` (caller holds the block's stripe lock).
-    fn allocate(&self, leaf: &Leaf, block: usize, within: u64, data: &[u8]) -> io::Result<()> {
+    /// Appends a block for `block` holding `data` at `within` (caller holds the block's stripe lock). Returns how
+    /// many new blocks await their BAT entries.
+    fn allocate(&self, leaf: &Leaf, block: usize, within: u64, data: &[u8]) -> io::Result<usize> {
         let layer = &self.layers[0];
         let whole = within == 0 && data.len() as u64 == BLOCK_SIZE;
         let mut pos = lock(&leaf.alloc);
@@ -458,8 +469,6 @@ impl Inner {
         layer.file.write_all_at(&head, start)?;
         layer.file.write_all_at(data, data_off + within)?;
         layer.file.write_all_at(&leaf.footer, new_footer)?;
-        layer.file.sync_data()?;
-        layer.file.write_all_at(&entry.to_be_bytes(), leaf.table_offset + 4 * block as u64)?;
         // Publish the bits before the BAT entry: a reader that sees the entry finds them.
         if whole {
             layer.set_full(block, true);
@@ -486,7 +495,10 @@ impl Inner {
         }
         layer.bat[block].store(entry, Ordering::Release);
         *pos = new_footer;
-        Ok(())
+        drop(pos);
+        let mut n = lock(&leaf.new_blocks);
+        n.push(block as u32);
+        Ok(n.len())
     }
 
     /// Makes whole sectors read as zeros in a leaf without parent: clears their bits and punches the data out.
@@ -534,9 +546,24 @@ impl Inner {
 
     pub fn flush(&self) -> io::Result<()> {
         let Some(leaf) = &self.leaf else { return Ok(()) };
-        let layer = &self.layers[0];
         let _f = lock(&leaf.flush_lock);
+        // Blocks allocated from here on wait for the next flush: their data may miss this fdatasync.
+        let new_blocks = std::mem::take(&mut *lock(&leaf.new_blocks));
+        let r = self.flush_with(leaf, &new_blocks);
+        if r.is_err() {
+            lock(&leaf.new_blocks).extend(new_blocks);
+        }
+        r
+    }
+
+    fn flush_with(&self, leaf: &Leaf, new_blocks: &[u32]) -> io::Result<()> {
+        let layer = &self.layers[0];
         layer.file.sync_data()?;
+        // The new blocks and their footers are durable: now their BAT entries may be.
+        for &b in new_blocks {
+            let e = layer.entry(b as usize);
+            layer.file.write_all_at(&e.to_be_bytes(), leaf.table_offset + 4 * u64::from(b))?;
+        }
         let written = layer.cache.write_dirty(|block, bits| {
             let e = layer.entry(block as usize);
             layer.file.write_all_at(bits, u64::from(e) * SECTOR)
@@ -553,7 +580,7 @@ impl Inner {
                 wrote_batmap = true;
             }
         }
-        if written > 0 || wrote_batmap {
+        if written > 0 || wrote_batmap || !new_blocks.is_empty() {
             layer.file.sync_data()?;
         }
         Ok(())
@@ -576,6 +603,7 @@ fn leaf_state(m: &Meta) -> Leaf {
             })
         }),
         dirty: AtomicUsize::new(0),
+        new_blocks: Mutex::new(Vec::new()),
         flush_lock: Mutex::new(()),
     }
 }
@@ -609,5 +637,48 @@ pub(crate) fn zero_file_range(file: &File, offset: u64, len: u64) -> io::Result<
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::vhd::footer::Footer;
+    use crate::formats::vhd::header::Header;
+
+    /// A foreign dynamic disk with 512 KiB blocks (creator `test`, no batmap): read-only, sectors resolved per
+    /// its bitmaps.
+    #[test]
+    fn reads_foreign_small_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("small.vhd");
+        let bs = 512 * 1024u64;
+        let mut footer = Footer::new(DiskType::Dynamic, 2 << 20, uuid::Uuid::from_u128(7));
+        footer.creator_app = *b"test";
+        let header = Header::new(1536, 4, bs as u32);
+        // Footer copy, header, BAT (one sector), block 2 at sector 5: bitmap + 512 KiB, footer.
+        let block_at = 2560u64;
+        let mut img = vec![0u8; (block_at + 512 + bs + 512) as usize];
+        img[..512].copy_from_slice(&footer.encode());
+        img[512..1536].copy_from_slice(&header.encode());
+        for i in 0..4u32 {
+            let e = if i == 2 { (block_at / 512) as u32 } else { UNUSED };
+            img[1536 + 4 * i as usize..1540 + 4 * i as usize].copy_from_slice(&e.to_be_bytes());
+        }
+        img[block_at as usize] = 0b0100_0000; // sector 1 of the block only
+        img[(block_at + 512) as usize..(block_at + 512 + bs) as usize].fill(0x77);
+        let n = img.len();
+        img[n - 512..].copy_from_slice(&footer.encode());
+        std::fs::write(&p, &img).unwrap();
+
+        let c = Inner::open(&p, false).unwrap();
+        let mut buf = vec![1u8; 2 << 20];
+        c.read(&mut buf, 0).unwrap();
+        let start = (2 * bs + 512) as usize;
+        assert!(buf[..start].iter().all(|&b| b == 0));
+        assert!(buf[start..start + 512].iter().all(|&b| b == 0x77));
+        assert!(buf[start + 512..].iter().all(|&b| b == 0));
+        drop(c);
+        assert!(matches!(Inner::open(&p, true), Err(Error::Invalid(_))));
     }
 }

@@ -171,17 +171,28 @@ fn image(footer: &Footer, parent: Option<&NewParent>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Writes a new file atomically: the bytes go to a temporary name beside `path`, are fsynced, and are then
+/// hard-linked as `path` (which fails if it exists) before the temporary name is removed and the directory synced.
+/// A crash leaves either no `path` or the complete file.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", path.display())),
-        _ => Error::io(path, e),
-    })?;
-    let done = file.write_all(bytes).and_then(|()| file.sync_all());
-    if let Err(e) = done {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(Error::io(path, e));
+    if path.exists() {
+        return Err(Error::Invalid(format!("{} already exists", path.display())));
     }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("vhd");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", Uuid::new_v4()));
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    let linked = written.map_err(|e| Error::io(&tmp, e)).and_then(|()| {
+        std::fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Invalid(format!("{} already exists", path.display())),
+            _ => Error::io(path, e),
+        })
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
     sync_dir(path)
 }
 

@@ -100,7 +100,7 @@ impl Footer {
             return Err("bad footer cookie (not \"conectix\")");
         }
         let stored = be32(b, 64);
-        if checksum(b, 64) != stored {
+        if checksum(b, 64) != stored && !legacy_hidden(b, stored) {
             return Err("bad footer checksum");
         }
         let mut creator_app = [0u8; 4];
@@ -167,6 +167,18 @@ impl Footer {
     pub fn has_batmap(&self) -> bool {
         self.is_tap() && self.creator_version >= TAP_VERSION_BATMAP && self.disk_type != TYPE_FIXED
     }
+}
+
+/// Early td-util set the hidden byte without updating the checksum; blktap accepts such footers from `tap`
+/// creators of version 0.1 and 1.1 if the checksum matches with the byte cleared.
+fn legacy_hidden(b: &[u8; FOOTER_SIZE], stored: u32) -> bool {
+    let version = be32(b, 32);
+    if b[85] == 0 || b[28..31] != *b"tap" || (version != 0x0000_0001 && version != 0x0001_0001) {
+        return false;
+    }
+    let mut copy = *b;
+    copy[85] = 0;
+    checksum(&copy, 64) == stored
 }
 
 /// Seconds since 2000-01-01 UTC, as a VHD stores times (saturating; before 2000 is 0).
@@ -283,6 +295,23 @@ mod tests {
         let mut b = fixture();
         b[0] = b'C';
         assert!(Footer::decode(&b).is_err());
+    }
+
+    #[test]
+    fn accepts_early_td_util_hidden_footers() {
+        let mut b = fixture();
+        b[32..36].copy_from_slice(&0x0001_0001u32.to_be_bytes());
+        b[85] = 0;
+        let sum = checksum(&b, 64);
+        b[64..68].copy_from_slice(&sum.to_be_bytes());
+        b[85] = 1; // hidden set afterwards, checksum left alone
+        assert_eq!(Footer::decode(&b).unwrap().hidden, 1);
+        b[32..36].copy_from_slice(&TAP_VERSION.to_be_bytes());
+        b[85] = 0;
+        let sum = checksum(&b, 64);
+        b[64..68].copy_from_slice(&sum.to_be_bytes());
+        b[85] = 1;
+        assert!(Footer::decode(&b).is_err(), "only versions 0.1 and 1.1 did that");
     }
 
     #[test]

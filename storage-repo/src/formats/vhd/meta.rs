@@ -199,6 +199,8 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
     let bat: Vec<u32> = bat_raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
     drop(bat_raw);
     let mut eom = header_end.max(toff + bat_bytes);
+    // Structures we may rewrite in place: locators must not overlap them.
+    let mut regions = vec![(0, FOOTER_SIZE as u64), (hoff, header_end), (toff, toff + bat_bytes)];
 
     // Batmap: trusted only when valid; otherwise ignored (it is an accelerator).
     let mut batmap = None;
@@ -206,7 +208,10 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
     if footer.has_batmap() && bs == BLOCK_SIZE {
         match read_batmap(file, path, &footer, &header, limit) {
             Ok(b) => {
-                eom = eom.max(b.header_offset + SECTOR).max(b.header.offset + u64::from(b.header.size) * SECTOR);
+                let map_end = b.header.offset + u64::from(b.header.size) * SECTOR;
+                eom = eom.max(b.header_offset + SECTOR).max(map_end);
+                regions.push((b.header_offset, b.header_offset + SECTOR));
+                regions.push((b.header.offset, map_end));
                 batmap = Some(b);
             }
             Err(why) => {
@@ -250,6 +255,9 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
                 "parent locator {i} ({} bytes at offset {}) is outside the file",
                 space, l.data_offset
             )));
+        }
+        if regions.iter().any(|&(a, b)| l.data_offset < b && a < l.data_offset + space) {
+            return Err(corrupt(format!("parent locator {i} overlaps the footer copy, header, BAT or batmap")));
         }
         if l.data_len == 0 || u64::from(l.data_len) > space {
             return Err(corrupt(format!("parent locator {i} has an invalid length {}", l.data_len)));
@@ -443,7 +451,7 @@ fn read_batmap(
         return Err("the batmap is smaller than the BAT".into());
     }
     let bytes = u64::from(h.size) * SECTOR;
-    if h.offset == 0 || h.offset % SECTOR != 0 || end(h.offset, bytes).is_none_or(|e| e > limit) {
+    if h.offset < header_offset + SECTOR || h.offset % SECTOR != 0 || end(h.offset, bytes).is_none_or(|e| e > limit) {
         return Err("the batmap is outside the file".into());
     }
     let summed = batmap::checksummed_len(footer.current_size);

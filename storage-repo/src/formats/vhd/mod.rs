@@ -145,7 +145,7 @@ impl Chain {
         self.inner.layers.iter().map(|l| l.path.as_path()).collect()
     }
 
-    /// The metadata of each file of the chain, leaf first.
+    /// The metadata of each file of the chain as it was when the chain was opened, leaf first.
     pub fn infos(&self) -> Vec<Info> {
         self.inner.layers.iter().map(|l| l.meta.info()).collect()
     }
@@ -189,5 +189,80 @@ impl BlockDevice for Chain {
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         ops::write_zeroes(&self.inner, offset, len)
+    }
+}
+
+/// The fuzz targets' entry points (`storage-repo/fuzz`), also run over a fixed corpus by the integration tests.
+/// They must never panic, hang or allocate without bound, whatever the bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use super::{Chain, check, read_info};
+    use crate::block::BlockDevice;
+
+    /// Reads at most this many pieces of each disk.
+    const MAX_READS: usize = 512;
+
+    fn exercise(path: &Path) {
+        let _ = read_info(path);
+        let _ = check(path);
+        let Ok(chain) = Chain::open(path, false) else { return };
+        let size = chain.size();
+        let mut buf = vec![0u8; 4096];
+        let mut reads = 0;
+        if let Ok(ranges) = chain.allocated_ranges() {
+            'outer: for (start, len) in ranges {
+                let mut off = start;
+                while off < start + len {
+                    let n = (start + len - off).min(buf.len() as u64) as usize;
+                    let _ = chain.read_at(&mut buf[..n], off);
+                    reads += 1;
+                    if reads >= MAX_READS {
+                        break 'outer;
+                    }
+                    off += super::BLOCK_SIZE;
+                }
+            }
+        }
+        if size > 0 {
+            let n = size.min(buf.len() as u64) as usize;
+            let _ = chain.read_at(&mut buf[..n], size - n as u64);
+        }
+        drop(chain);
+        // A writable open repairs what it can; what it writes must read back.
+        if let Ok(chain) = Chain::open(path, true)
+            && size >= 4096
+        {
+            let data = [0x5au8; 1024];
+            let at = size / 2 / 512 * 512 + 100;
+            if chain.write_at(&data, at).is_ok() && chain.flush().is_ok() {
+                let mut back = [0u8; 1024];
+                chain.read_at(&mut back, at).expect("a written range reads back");
+                assert_eq!(back, data, "a written range reads back");
+            }
+        }
+    }
+
+    /// `bytes` as the file `a.vhd` in `dir`, through every reader and a small write.
+    pub fn open_one(dir: &Path, bytes: &[u8]) {
+        let path = dir.join("a.vhd");
+        if std::fs::write(&path, bytes).is_ok() {
+            exercise(&path);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// `child` as `c.vhd` and `parent` as `p.vhd` in `dir` (a child naming `p.vhd` forms a chain).
+    pub fn open_chain(dir: &Path, child: &[u8], parent: &[u8]) {
+        let c = dir.join("c.vhd");
+        let p = dir.join("p.vhd");
+        if std::fs::write(&c, child).is_ok() && std::fs::write(&p, parent).is_ok() {
+            exercise(&c);
+            let _ = super::coalesce(&c);
+            exercise(&p);
+        }
+        let _ = std::fs::remove_file(&c);
+        let _ = std::fs::remove_file(&p);
     }
 }

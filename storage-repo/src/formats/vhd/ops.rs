@@ -51,18 +51,35 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |e| Error::io(path, e)
 }
 
-/// Writes `footer` at the end (`at`) and then as the copy at 0, and syncs.
-fn write_footers(file: &File, path: &Path, footer: &[u8; FOOTER_SIZE], at: u64) -> Result<()> {
+/// Called after each fsync of a multi-step update (tests snapshot the file there: every such state must open).
+type Observer<'a> = &'a mut dyn FnMut();
+
+fn sync(file: &File, path: &Path, observe: &mut Observer<'_>) -> Result<()> {
+    file.sync_data().map_err(io_err(path))?;
+    observe();
+    Ok(())
+}
+
+/// Writes `footer` at the end (`at`), syncs, then writes it as the copy at 0 and syncs.
+fn write_footers(
+    file: &File,
+    path: &Path,
+    footer: &[u8; FOOTER_SIZE],
+    at: u64,
+    observe: &mut Observer<'_>,
+) -> Result<()> {
     file.write_all_at(footer, at).map_err(io_err(path))?;
+    sync(file, path, observe)?;
     file.write_all_at(footer, 0).map_err(io_err(path))?;
-    file.sync_data().map_err(io_err(path))
+    sync(file, path, observe)
 }
 
 pub(crate) fn set_hidden(path: &Path, hidden: bool) -> Result<()> {
     let (file, m) = open_writable(path)?;
     let mut f = m.footer.clone();
     f.hidden = u8::from(hidden);
-    write_footers(&file, path, &f.encode(), m.file_len - FOOTER_SIZE as u64)
+    let mut none: Observer<'_> = &mut || {};
+    write_footers(&file, path, &f.encode(), m.file_len - FOOTER_SIZE as u64, &mut none)
 }
 
 /// Rewrites the header's parent fields and the locators in place. Not atomic: a crash between the locator and
@@ -107,6 +124,11 @@ pub(crate) fn set_parent(path: &Path, parent: &Path) -> Result<()> {
 }
 
 pub(crate) fn resize(path: &Path, new_size: u64) -> Result<Info> {
+    resize_observed(path, new_size, &mut || {})
+}
+
+fn resize_observed(path: &Path, new_size: u64, mut observe: Observer<'_>) -> Result<Info> {
+    let obs = &mut observe;
     let new = round_size(new_size)
         .filter(|&s| s <= MAX_SIZE)
         .ok_or_else(|| Error::Invalid(format!("virtual size {new_size} is larger than the maximum {MAX_SIZE}")))?;
@@ -133,12 +155,12 @@ pub(crate) fn resize(path: &Path, new_size: u64) -> Result<Info> {
             // The new entries fit in the BAT's last sector: fill them, then let the header count them.
             let fill = vec![0xffu8; ((entries - max) * 4) as usize];
             file.write_all_at(&fill, header.table_offset + max * 4).map_err(&io)?;
-            file.sync_data().map_err(&io)?;
+            sync(&file, path, obs)?;
             header.max_bat_entries = entries as u32;
             file.write_all_at(&header.encode(), m.footer.data_offset).map_err(&io)?;
-            file.sync_data().map_err(&io)?;
+            sync(&file, path, obs)?;
         } else {
-            let (at, new_map) = relocate_metadata(&file, &m, &mut header, entries)?;
+            let (at, new_map) = relocate_metadata(&file, &m, &mut header, entries, obs)?;
             footer_at = at;
             map = new_map;
         }
@@ -157,13 +179,13 @@ pub(crate) fn resize(path: &Path, new_size: u64) -> Result<Info> {
         if changed || m.batmap_problem.is_some() {
             file.write_all_at(&bits, off).map_err(&io)?;
             file.write_all_at(&batmap_header(off, &bits, cur).encode(), hoff).map_err(&io)?;
-            file.sync_data().map_err(&io)?;
+            sync(&file, path, obs)?;
         }
     }
     let mut f = m.footer.clone();
     f.current_size = new;
     f.geometry = super::footer::chs(new);
-    write_footers(&file, path, &f.encode(), footer_at)?;
+    write_footers(&file, path, &f.encode(), footer_at, obs)?;
     drop(file);
     super::read_info(path)
 }
@@ -178,6 +200,7 @@ fn relocate_metadata(
     m: &Meta,
     header: &mut super::header::Header,
     entries: u64,
+    obs: &mut Observer<'_>,
 ) -> Result<(u64, Option<(u64, u64, Vec<u8>)>)> {
     let path = m.path.as_path();
     let io = io_err(path);
@@ -204,7 +227,7 @@ fn relocate_metadata(
     if footer_at < new_eom {
         footer_at = new_eom;
         file.write_all_at(&footer, footer_at).map_err(&io)?;
-        file.sync_data().map_err(&io)?;
+        sync(file, path, obs)?;
     }
     let mut bat = m.bat.clone();
     let mut in_way: Vec<(u64, usize)> = bat
@@ -227,9 +250,9 @@ fn relocate_metadata(
         file.write_all_at(&buf, bm_off).map_err(&io)?;
         footer_at = data_off + BLOCK_SIZE;
         file.write_all_at(&footer, footer_at).map_err(&io)?;
-        file.sync_data().map_err(&io)?;
+        sync(file, path, obs)?;
         file.write_all_at(&entry.to_be_bytes(), header.table_offset + 4 * i as u64).map_err(&io)?;
-        file.sync_data().map_err(&io)?;
+        sync(file, path, obs)?;
         bat[i] = entry;
     }
 
@@ -253,11 +276,11 @@ fn relocate_metadata(
         file.write_all_at(&payload, off).map_err(&io)?;
         header.locators[i].data_offset = off;
     }
-    file.sync_data().map_err(&io)?;
+    sync(file, path, obs)?;
     header.table_offset = table;
     header.max_bat_entries = entries as u32;
     file.write_all_at(&header.encode(), m.footer.data_offset).map_err(&io)?;
-    file.sync_data().map_err(&io)?;
+    sync(file, path, obs)?;
     Ok((footer_at, new_map))
 }
 
@@ -438,6 +461,88 @@ pub(crate) fn write_zeroes(c: &Inner, offset: u64, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::BlockDevice;
+    use crate::formats::vhd::{Chain, create_child, create_dynamic};
+    use uuid::Uuid;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Resizes `path` and checks the file at every fsync point: it opens, reads `content` (then zeros), and every
+    /// state but the one between the two footer writes passes `check`.
+    fn resize_is_valid_at_every_step(path: &Path, content: &[u8], new: u64) {
+        let mut states = Vec::new();
+        let mut observe = || states.push(std::fs::read(path).unwrap());
+        resize_observed(path, new, &mut observe).unwrap();
+        assert!(states.len() >= 4, "{} states", states.len());
+        let saved = std::fs::read(path).unwrap();
+        let n = states.len();
+        for (i, st) in states.into_iter().enumerate() {
+            std::fs::write(path, &st).unwrap();
+            let info = super::super::read_info(path).unwrap_or_else(|e| panic!("state {i}: {e}"));
+            assert!(info.virtual_size == content.len() as u64 || info.virtual_size == new, "state {i}");
+            if i != n - 2 {
+                check(path).unwrap_or_else(|e| panic!("state {i}: {e}"));
+            }
+            let c = Chain::open(path, false).unwrap();
+            let mut buf = vec![1u8; content.len() + MIB as usize];
+            let len = buf.len().min(c.size() as usize);
+            c.read_at(&mut buf[..len], 0).unwrap();
+            assert!(buf[..content.len()] == *content, "state {i}: content differs");
+            assert!(buf[content.len()..len].iter().all(|&b| b == 0), "state {i}: tail not zero");
+        }
+        assert_eq!(std::fs::read(path).unwrap(), saved);
+        assert_eq!(super::super::read_info(path).unwrap().virtual_size, new);
+    }
+
+    fn fill(path: &Path, size: u64, seed: u8) -> Vec<u8> {
+        let c = Chain::open(path, true).unwrap();
+        let mut content = vec![0u8; size as usize];
+        for (i, b) in [0u64, 1, 3, 6].into_iter().enumerate() {
+            let data: Vec<u8> = (0..2 * MIB).map(|x| (x as u8) ^ seed ^ i as u8).collect();
+            c.write_at(&data, b * 2 * MIB).unwrap();
+            content[(b * 2 * MIB) as usize..((b + 1) * 2 * MIB) as usize].copy_from_slice(&data);
+        }
+        c.write_at(&[seed; 700], 9 * MIB + 3).unwrap();
+        content[(9 * MIB + 3) as usize..(9 * MIB + 703) as usize].fill(seed);
+        c.flush().unwrap();
+        content
+    }
+
+    #[test]
+    fn resize_moving_metadata_is_valid_at_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.vhd");
+        create_dynamic(&p, Uuid::new_v4(), 16 * MIB).unwrap();
+        let content = fill(&p, 16 * MIB, 1);
+        resize_is_valid_at_every_step(&p, &content, 2 << 30);
+    }
+
+    #[test]
+    fn resize_of_a_child_is_valid_at_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.vhd");
+        let child = dir.path().join("child.vhd");
+        create_dynamic(&base, Uuid::new_v4(), 16 * MIB).unwrap();
+        let mut content = fill(&base, 16 * MIB, 2);
+        create_child(&child, Uuid::new_v4(), &base).unwrap();
+        let overlay = fill(&child, 16 * MIB, 3);
+        for (i, b) in [0u64, 1, 3, 6].into_iter().enumerate() {
+            let _ = i;
+            let r = (b * 2 * MIB) as usize..((b + 1) * 2 * MIB) as usize;
+            content[r.clone()].copy_from_slice(&overlay[r]);
+        }
+        content[(9 * MIB + 3) as usize..(9 * MIB + 703) as usize].fill(3);
+        resize_is_valid_at_every_step(&child, &content, 1 << 30);
+    }
+
+    #[test]
+    fn resize_in_place_is_valid_at_every_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.vhd");
+        create_dynamic(&p, Uuid::new_v4(), 16 * MIB).unwrap();
+        let content = fill(&p, 16 * MIB, 4);
+        resize_is_valid_at_every_step(&p, &content, 32 * MIB);
+    }
 
     #[test]
     fn subtract_ranges() {

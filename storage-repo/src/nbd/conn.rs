@@ -41,7 +41,7 @@ const INLINE_MAX_LEN: u32 = 128 << 10;
 /// …and only while READ/WRITE take less than this on average (nanoseconds).
 const INLINE_BELOW: u64 = 50_000;
 /// Replies gathered before a `write` is forced.
-const MAX_PENDING: usize = 256 << 10;
+const MAX_PENDING: usize = 64 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -33,9 +33,10 @@ const MAX_QUEUED: usize = 128;
 const MAX_QUEUED_BYTES: u64 = 128 << 20;
 /// Flags we accept on requests: FUA, and NO_HOLE (meaningful for WRITE_ZEROES, which always writes here).
 const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | (1 << 1);
-/// Buffers larger than this are not kept for reuse.
-const POOL_MAX_BUFFER: usize = 4 << 20;
-const POOL_MAX_COUNT: usize = 64;
+/// Buffers larger than this are not kept for reuse…
+const POOL_MAX_BUFFER: usize = (256 << 10) + REPLY_LEN;
+/// …and at most this many are (so at most 8 MiB a connection).
+const POOL_MAX_COUNT: usize = 32;
 /// Requests executed by the reader itself are at most this long…
 const INLINE_MAX_LEN: u32 = 128 << 10;
 /// …and only while READ/WRITE take less than this on average (nanoseconds).

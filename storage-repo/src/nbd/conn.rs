@@ -195,8 +195,15 @@ impl Conn<'_> {
     }
 
     fn wait_for_budget(&self, cost: u64) {
+        let full = |q: &Queue| q.count > 0 && (q.count >= MAX_QUEUED || q.bytes + cost > MAX_QUEUED_BYTES);
         let mut q = lock(&self.queue);
-        while q.count > 0 && (q.count >= MAX_QUEUED || q.bytes + cost > MAX_QUEUED_BYTES) {
+        if full(&q) {
+            // Replies held back must not wait for the workers (which may be waiting on a paused disk).
+            drop(q);
+            self.flush_pending();
+            q = lock(&self.queue);
+        }
+        while full(&q) {
             q = self.space.wait(q).unwrap_or_else(|e| e.into_inner());
         }
         q.count += 1;

@@ -1,19 +1,23 @@
-//! One client connection: the handshake, then the transmission phase with one reader thread (the connection's own)
-//! feeding a few worker threads, so that a client with several requests in flight (QEMU keeps up to its queue depth)
-//! gets them served concurrently. Replies go out whole, one `write` each, under the connection's writer lock.
+//! One client connection: the handshake, then the transmission phase. The connection's own thread reads the
+//! requests. A small READ or WRITE is executed right there while the device answers fast (the page cache: a few
+//! microseconds, less than handing the request to another thread costs); everything else, and everything once the
+//! device turns slow (a moving average of READ/WRITE times above [`INLINE_BELOW`]), goes to a few worker threads, so
+//! that a client with several requests in flight (QEMU keeps up to its queue depth) gets them served concurrently.
+//! Replies go out whole under the connection's writer lock; the replies to requests executed in line are gathered
+//! while more requests are already buffered and sent with one `write` before the reader could block.
 //!
 //! **Nothing a client sends can make the server panic or allocate without bound**: lengths are checked before any
 //! buffer is sized, a WRITE longer than [`MAX_PAYLOAD`] closes the connection (its payload is not read), and the
 //! bytes held by queued requests are capped per connection.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Shared;
 use super::gate::Closed;
@@ -29,9 +33,16 @@ const MAX_QUEUED: usize = 128;
 const MAX_QUEUED_BYTES: u64 = 128 << 20;
 /// Flags we accept on requests: FUA, and NO_HOLE (meaningful for WRITE_ZEROES, which always writes here).
 const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | (1 << 1);
-/// Buffers larger than this are not kept for reuse.
-const POOL_MAX_BUFFER: usize = 4 << 20;
-const POOL_MAX_COUNT: usize = 64;
+/// Buffers larger than this are not kept for reuse…
+const POOL_MAX_BUFFER: usize = (256 << 10) + REPLY_LEN;
+/// …and at most this many are (so at most 8 MiB a connection).
+const POOL_MAX_COUNT: usize = 32;
+/// Requests executed by the reader itself are at most this long…
+const INLINE_MAX_LEN: u32 = 128 << 10;
+/// …and only while READ/WRITE take less than this on average (nanoseconds).
+const INLINE_BELOW: u64 = 50_000;
+/// Replies gathered before a `write` is forced.
+const MAX_PENDING: usize = 64 << 10;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -56,15 +67,17 @@ fn run(mut stream: UnixStream, shared: &Shared) -> io::Result<()> {
         queue: Mutex::new(Queue { jobs: VecDeque::new(), closed: false, count: 0, bytes: 0 }),
         work: Condvar::new(),
         space: Condvar::new(),
-        writer: Mutex::new(stream),
+        writer: Mutex::new(Writer { stream, pending: Vec::new() }),
         broken: AtomicBool::new(false),
         pool: Mutex::new(Vec::new()),
+        average_ns: AtomicU64::new(0),
     };
     thread::scope(|scope| {
         for _ in 0..shared.workers.max(1) {
             scope.spawn(|| conn.worker());
         }
         let result = conn.read_requests(reader);
+        conn.flush_pending();
         // Let the workers finish what was queued (their replies still go out), then they exit.
         lock(&conn.queue).closed = true;
         conn.work.notify_all();
@@ -95,10 +108,18 @@ struct Conn<'a> {
     work: Condvar,
     /// The reader waits here for budget.
     space: Condvar,
-    writer: Mutex<UnixStream>,
+    writer: Mutex<Writer>,
     /// Set when a reply could not be written: the client is gone and reading more is pointless.
     broken: AtomicBool,
     pool: Mutex<Vec<Vec<u8>>>,
+    /// A moving average of the device's READ/WRITE times, nanoseconds: decides between in line and workers.
+    average_ns: AtomicU64,
+}
+
+struct Writer {
+    stream: UnixStream,
+    /// Replies not written yet (only the reader defers replies, and it flushes them before it may block).
+    pending: Vec<u8>,
 }
 
 impl Conn<'_> {
@@ -108,6 +129,9 @@ impl Conn<'_> {
             if self.broken.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            if r.buffer().len() < REQUEST_LEN {
+                self.flush_pending();
+            }
             match r.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -116,37 +140,70 @@ impl Conn<'_> {
             let Some(req) = Request::decode(&header) else {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request magic"));
             };
-            match req.kind {
-                CMD_DISC => return Ok(()),
-                CMD_WRITE => {
-                    if req.len > MAX_PAYLOAD {
-                        // Its payload follows and we will not read it: hang up.
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "WRITE larger than the maximum"));
-                    }
-                    let cost = u64::from(req.len);
-                    self.wait_for_budget(cost);
-                    let mut data = self.buffer(req.len as usize);
-                    if let Err(e) = r.read_exact(&mut data) {
+            if req.kind == CMD_DISC {
+                return Ok(());
+            }
+            if req.kind == CMD_READ && req.len > MAX_PAYLOAD {
+                self.reply_error(req.cookie, EINVAL, false);
+                continue;
+            }
+            if req.kind == CMD_WRITE && req.len > MAX_PAYLOAD {
+                // Its payload follows and we will not read it: hang up.
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "WRITE larger than the maximum"));
+            }
+            let inline = self.in_line(&req);
+            let cost = if matches!(req.kind, CMD_READ | CMD_WRITE) { u64::from(req.len) } else { 0 };
+            if !inline {
+                self.wait_for_budget(cost);
+            }
+            let mut data = Vec::new();
+            if req.kind == CMD_WRITE {
+                data = self.buffer(req.len as usize);
+                if r.buffer().len() < data.len() {
+                    self.flush_pending();
+                }
+                if let Err(e) = r.read_exact(&mut data) {
+                    if !inline {
                         self.release(cost);
-                        return Err(e);
                     }
-                    self.push(Job { req, data, cost });
+                    return Err(e);
                 }
-                CMD_READ if req.len > MAX_PAYLOAD => {
-                    self.reply_error(req.cookie, EINVAL);
-                }
-                _ => {
-                    let cost = if req.kind == CMD_READ { u64::from(req.len) } else { 0 };
-                    self.wait_for_budget(cost);
-                    self.push(Job { req, data: Vec::new(), cost });
-                }
+            }
+            let job = Job { req, data, cost };
+            if inline {
+                let more = r.buffer().len() >= REQUEST_LEN;
+                self.execute(job, more);
+            } else {
+                self.push(job);
             }
         }
     }
 
+    /// Whether the reader executes `req` itself.
+    fn in_line(&self, req: &Request) -> bool {
+        matches!(req.kind, CMD_READ | CMD_WRITE)
+            && req.flags & CMD_FLAG_FUA == 0
+            && req.len <= INLINE_MAX_LEN
+            && self.average_ns.load(Ordering::Relaxed) < INLINE_BELOW
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let sample = elapsed.as_nanos().min(u128::from(u32::MAX)) as u64;
+        let old = self.average_ns.load(Ordering::Relaxed);
+        // Races between threads lose a sample now and then; an estimate is all this needs.
+        self.average_ns.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+    }
+
     fn wait_for_budget(&self, cost: u64) {
+        let full = |q: &Queue| q.count > 0 && (q.count >= MAX_QUEUED || q.bytes + cost > MAX_QUEUED_BYTES);
         let mut q = lock(&self.queue);
-        while q.count > 0 && (q.count >= MAX_QUEUED || q.bytes + cost > MAX_QUEUED_BYTES) {
+        if full(&q) {
+            // Replies held back must not wait for the workers (which may be waiting on a paused disk).
+            drop(q);
+            self.flush_pending();
+            q = lock(&self.queue);
+        }
+        while full(&q) {
             q = self.space.wait(q).unwrap_or_else(|e| e.into_inner());
         }
         q.count += 1;
@@ -181,26 +238,33 @@ impl Conn<'_> {
                 }
             };
             let cost = job.cost;
-            self.execute(job);
+            self.execute(job, false);
             self.release(cost);
         }
     }
 
-    fn execute(&self, job: Job) {
+    /// Runs one request and sends its reply; `defer`: the reply may wait for the next [`Conn::flush_pending`].
+    fn execute(&self, job: Job, defer: bool) {
         let Job { req, data, .. } = job;
         let stats = &self.shared.stats;
         let gate = &self.shared.gate;
-        let device = match gate.enter() {
+        // Replies held back must not wait for a paused device.
+        let device = match gate.enter_or(|| self.flush_pending()) {
             Ok(d) => d,
-            Err(Closed::Stopping) => return self.reply_error(req.cookie, ESHUTDOWN),
+            Err(Closed::Stopping) => return self.reply_error(req.cookie, ESHUTDOWN, false),
         };
         if req.kind == CMD_READ {
             let mut buf = self.buffer(REPLY_LEN + req.len as usize);
             let error = match check(&*device, &req) {
-                0 => match device.read_at(&mut buf[REPLY_LEN..], req.offset) {
-                    Ok(()) => 0,
-                    Err(e) => self.device_error("read", &req, &e),
-                },
+                0 => {
+                    let started = Instant::now();
+                    let result = device.read_at(&mut buf[REPLY_LEN..], req.offset);
+                    self.observe(started.elapsed());
+                    match result {
+                        Ok(()) => 0,
+                        Err(e) => self.device_error("read", &req, &e),
+                    }
+                }
                 e => e,
             };
             drop(device);
@@ -209,9 +273,9 @@ impl Conn<'_> {
                 stats.reads.fetch_add(1, Ordering::Relaxed);
                 stats.bytes_read.fetch_add(u64::from(req.len), Ordering::Relaxed);
                 encode_reply(&mut buf, 0, req.cookie);
-                self.send(&buf);
+                self.send(&buf, defer);
             } else {
-                self.reply_error(req.cookie, error);
+                self.reply_error(req.cookie, error, defer);
             }
             self.recycle(buf);
             return;
@@ -220,7 +284,12 @@ impl Conn<'_> {
             0 => {
                 let fua = req.flags & CMD_FLAG_FUA != 0;
                 let (what, result) = match req.kind {
-                    CMD_WRITE => ("write", device.write_at(&data, req.offset)),
+                    CMD_WRITE => {
+                        let started = Instant::now();
+                        let result = device.write_at(&data, req.offset);
+                        self.observe(started.elapsed());
+                        ("write", result)
+                    }
                     CMD_FLUSH => ("flush", if device.read_only() { Ok(()) } else { device.flush() }),
                     CMD_TRIM => ("trim", device.discard(req.offset, u64::from(req.len))),
                     _ => ("write zeroes", device.write_zeroes(req.offset, u64::from(req.len))),
@@ -251,9 +320,9 @@ impl Conn<'_> {
         if error == 0 {
             let mut header = [0u8; REPLY_LEN];
             encode_reply(&mut header, 0, req.cookie);
-            self.send(&header);
+            self.send(&header, defer);
         } else {
-            self.reply_error(req.cookie, error);
+            self.reply_error(req.cookie, error, defer);
         }
     }
 
@@ -266,22 +335,50 @@ impl Conn<'_> {
         }
     }
 
-    fn reply_error(&self, cookie: u64, error: u32) {
+    fn reply_error(&self, cookie: u64, error: u32, defer: bool) {
         self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
         let mut header = [0u8; REPLY_LEN];
         encode_reply(&mut header, error, cookie);
-        self.send(&header);
+        self.send(&header, defer);
     }
 
-    fn send(&self, bytes: &[u8]) {
+    /// Sends a reply, or with `defer` gathers it with others to send later.
+    fn send(&self, bytes: &[u8], defer: bool) {
         let mut w = lock(&self.writer);
         if self.broken.load(Ordering::Relaxed) {
             return;
         }
-        if w.write_all(bytes).is_err() {
+        let Writer { stream, pending } = &mut *w;
+        if defer && pending.len() + bytes.len() <= MAX_PENDING {
+            pending.extend_from_slice(bytes);
+            return;
+        }
+        let result = if pending.is_empty() {
+            stream.write_all(bytes)
+        } else {
+            let r = write_all_vectored(stream, &mut [IoSlice::new(pending), IoSlice::new(bytes)]);
+            pending.clear();
+            r
+        };
+        if result.is_err() {
             self.broken.store(true, Ordering::Relaxed);
             // Wake the reader: the client cannot be answered any more.
-            let _ = w.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Writes the gathered replies.
+    fn flush_pending(&self) {
+        let mut w = lock(&self.writer);
+        if w.pending.is_empty() || self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        let Writer { stream, pending } = &mut *w;
+        let result = stream.write_all(pending);
+        pending.clear();
+        if result.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -304,6 +401,19 @@ impl Conn<'_> {
             pool.push(v);
         }
     }
+}
+
+fn write_all_vectored(w: &mut impl Write, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The error a request gets before touching the device, or 0.

@@ -70,7 +70,14 @@ impl Gate {
     }
 
     /// Waits until the device is available and takes a reference for one request; call [`Gate::leave`] after.
+    #[cfg(test)]
     pub fn enter(&self) -> Result<Arc<dyn BlockDevice>, Closed> {
+        self.enter_or(|| {})
+    }
+
+    /// [`Gate::enter`], calling `before_waiting` (without the lock) if it has to wait.
+    pub fn enter_or(&self, before_waiting: impl FnOnce()) -> Result<Arc<dyn BlockDevice>, Closed> {
+        let mut before_waiting = Some(before_waiting);
         let mut s = self.lock();
         loop {
             if s.stopping {
@@ -82,6 +89,12 @@ impl Gate {
                 let d = d.clone();
                 s.in_flight += 1;
                 return Ok(d);
+            }
+            if let Some(f) = before_waiting.take() {
+                drop(s);
+                f();
+                s = self.lock();
+                continue;
             }
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }

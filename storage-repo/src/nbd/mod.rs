@@ -31,7 +31,7 @@ use crate::block::BlockDevice;
 pub use control::{Reopen, control, control_with_timeout};
 
 /// Worker threads per connection unless [`Server::set_workers`] says otherwise.
-pub const DEFAULT_WORKERS: usize = 4;
+pub const DEFAULT_WORKERS: usize = 8;
 
 /// Counters since the server started, as the `stats` control command reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //!
 //! Last run (2026-11-26, `TMPDIR=/dev/shm RUSTC_BOOTSTRAP=1 cargo fuzz run -O vhd_open corpus/vhd_open seeds/vhd_open`):
 //! 454 978 executions in 101 s (4.5k/s), no crash; corpus 224 entries, -max_len=16384.
+//! Second run, after the locator-overlap rule: 392 661 in 61 s, no crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

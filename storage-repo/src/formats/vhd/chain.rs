@@ -221,6 +221,10 @@ impl Inner {
             }
             seen.push((lst.dev(), lst.ino()));
             let pf = open_file(&ppath, false)?;
+            let pst = pf.metadata().map_err(|e| Error::io(&ppath, e))?;
+            if (pst.dev(), pst.ino()) != (lst.dev(), lst.ino()) {
+                return Err(Error::corrupt(&child, format!("parent {:?} changed while it was opened", p.file_name)));
+            }
             let pm = meta::read(&pf, &ppath, Mode::Read)?;
             if pm.footer.uuid != p.uuid {
                 return Err(Error::corrupt(

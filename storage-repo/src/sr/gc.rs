@@ -149,6 +149,11 @@ fn finish_rename(sr: &FileSr, leaf: Uuid, parent: Uuid) -> Result<()> {
 pub(super) fn recover(sr: &FileSr, j: &Journal) -> Result<()> {
     let uuid = |k: &str| Uuid::parse_str(j.get(k)).map_err(|_| Error::corrupt(&j.path, format!("bad {k}")));
     let (child, parent) = (uuid("child")?, uuid("parent")?);
+    // The copy writes the parent: killed in the middle of a block's allocation, its trailing footer may be gone.
+    let pp = sr.path(&parent);
+    if pp.exists() {
+        vhd::repair(&pp)?;
+    }
     match (j.get("op"), j.get("stage")) {
         // The copy may be partial: nothing has changed what anyone reads. The next pass starts over.
         (_, "copy") | (_, "") => Ok(()),

@@ -105,6 +105,12 @@ pub fn resize(path: &Path, new_size: u64) -> Result<Info> {
     ops::resize(path, new_size)
 }
 
+/// Repairs what an interrupted write can leave in one file (a damaged trailing footer is rewritten after the last
+/// block; differing footer copies are made equal): what a writable open does, without keeping the file open.
+pub fn repair(path: &Path) -> Result<()> {
+    chain::open_writable(path).map(|_| ())
+}
+
 /// Checks one file as `vhd-util check` does (footers, checksums, header, BAT entries inside the file and not
 /// overlapping, batmap, locators). `Err(Corrupt)` names the first problem.
 pub fn check(path: &Path) -> Result<Info> {

@@ -7,7 +7,9 @@
 //!
 //! The image is a 1 GiB raw file of random bytes in `target/nbd-bench/` (made once, kept), read once before the
 //! runs so that both sides start from the page cache; with `--vhd FILE` a copy of that VHD is served instead (by
-//! `formats::vhd::Chain`) and QEMU opens the copy with its `vpc` driver. Each run starts a fresh `nbd-serve` and, for
+//! `formats::vhd::Chain`) and QEMU opens the copy with its `vpc` driver. With `--as-vhd` QEMU still reads the raw
+//! file while ours serves the same bytes from a VHD of ours; with `--as-chain`, from an empty differencing child of
+//! that VHD (a VDI just snapshotted: reads go through the chain, writes allocate blocks in the child). Each run starts a fresh `nbd-serve` and, for
 //! each workload, times `qemu-img bench` on `nbd+unix://` (ours), on the file directly (`-t writeback -i threads`,
 //! QEMU's defaults and libvirt's), and on `qemu-nbd` serving the file (QEMU's own NBD server, for scale), the order
 //! alternating from run to run. Workloads, all 4 KiB, `--count` requests at `--depth` in flight:
@@ -18,7 +20,8 @@
 //!   modulo the image size, later versions modulo the size less the request), which visits every slot once in a
 //!   scattered order: a full-coverage pseudo-random walk with no locality between consecutive requests.
 //!
-//! Printed, and written to `docs/benchmarks-nbd.md` between `<!-- nbd:begin -->` and `<!-- nbd:end -->` (unless
+//! Printed, and written to `docs/benchmarks.md` between `<!-- nbd:begin -->` and `<!-- nbd:end -->` (`nbd-vhd`,
+//! `nbd-chain` with `--as-vhd`, `--as-chain`) (unless
 //! `--no-write`): IOPS per run, medians, the median of the per-run ratios ours/QEMU, and our server's CPU time per
 //! request (from `/proc/PID/stat`). Target: ≥ 0.7× for the sequential workloads. The bench reports; it does not fail
 //! on a miss. Without `--bench` (as `cargo test --benches` runs it) it makes one quick smoke run on 64 MiB and
@@ -43,9 +46,19 @@ struct Plan {
     depth: u32,
     workers: Option<usize>,
     vhd: Option<PathBuf>,
+    /// Serve the raw image's bytes from a VHD of ours (`--as-vhd`), or from an empty child of one (`--as-chain`,
+    /// as after a snapshot), while QEMU still reads the raw file.
+    ours_as: OursAs,
     size: u64,
     write_doc: bool,
     smoke: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OursAs {
+    SameImage,
+    Vhd,
+    Chain,
 }
 
 impl Plan {
@@ -60,6 +73,13 @@ impl Plan {
             depth: num("--depth").map_or(32, |n| n as u32),
             workers: num("--workers").map(|n| n as usize),
             vhd: value("--vhd").map(PathBuf::from),
+            ours_as: if args.iter().any(|a| a == "--as-chain") {
+                OursAs::Chain
+            } else if args.iter().any(|a| a == "--as-vhd") {
+                OursAs::Vhd
+            } else {
+                OursAs::SameImage
+            },
             size: if smoke { 64 * MIB } else { GIB },
             write_doc: !smoke && !args.iter().any(|a| a == "--no-write"),
             smoke,
@@ -98,6 +118,8 @@ struct Image {
     path: PathBuf,
     format: &'static str,
     size: u64,
+    /// What our server serves instead of `path` (a VHD of ours holding the same bytes), if not `path` itself.
+    ours: Option<PathBuf>,
 }
 
 fn bench_dir() -> PathBuf {
@@ -115,7 +137,7 @@ fn prepare_image(plan: &Plan, dir: &Path) -> Image {
             fs::copy(vhd, &path).unwrap_or_else(|e| panic!("copying {}: {e}", vhd.display()));
             let info = qemu_img(&["info", "--output=json", "-f", "vpc", path.to_str().unwrap()]);
             let size = json_u64(&info, "virtual-size").expect("qemu-img info gives the virtual size");
-            Image { path, format: "vpc", size }
+            Image { path, format: "vpc", size, ours: None }
         }
         None => {
             let path = dir.join(if plan.smoke { "smoke.raw" } else { "disk.raw" });
@@ -135,7 +157,24 @@ fn prepare_image(plan: &Plan, dir: &Path) -> Image {
                 }
                 f.sync_all().unwrap();
             }
-            Image { path, format: "raw", size: plan.size }
+            Image { path, format: "raw", size: plan.size, ours: None }
+        }
+    };
+    let image = match plan.ours_as {
+        OursAs::SameImage => image,
+        OursAs::Vhd | OursAs::Chain => {
+            assert_eq!(image.format, "raw", "--as-vhd and --as-chain take the raw image");
+            let base = dir.join("ours-base.vhd");
+            make_vhd_of(&image.path, &base, image.size);
+            let ours = if plan.ours_as == OursAs::Chain {
+                let leaf = dir.join("ours-leaf.vhd");
+                let _ = fs::remove_file(&leaf);
+                storage_repo::formats::vhd::create_child(&leaf, uuid::Uuid::new_v4(), &base).unwrap();
+                leaf
+            } else {
+                base
+            };
+            Image { ours: Some(ours), ..image }
         }
     };
     // Into the page cache, for both sides alike.
@@ -143,6 +182,26 @@ fn prepare_image(plan: &Plan, dir: &Path) -> Image {
     let mut buf = vec![0u8; 4 * MIB as usize];
     while f.read(&mut buf).unwrap() > 0 {}
     image
+}
+
+/// A dynamic VHD of ours holding the bytes of the raw file `raw` (every block allocated), made fresh.
+fn make_vhd_of(raw: &Path, vhd: &Path, size: u64) {
+    use storage_repo::block::BlockDevice;
+    let _ = fs::remove_file(vhd);
+    storage_repo::formats::vhd::create_dynamic(vhd, uuid::Uuid::new_v4(), size).unwrap();
+    let chain = storage_repo::formats::vhd::Chain::open(vhd, true).unwrap();
+    let mut f = fs::File::open(raw).unwrap();
+    let mut buf = vec![0u8; 4 * MIB as usize];
+    let mut off = 0;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        chain.write_at(&buf[..n], off).unwrap();
+        off += n as u64;
+    }
+    chain.flush().unwrap();
 }
 
 fn json_u64(json: &str, key: &str) -> Option<u64> {
@@ -220,7 +279,10 @@ impl Served {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nbd-serve"));
         cmd.args(["--socket", socket.to_str().unwrap(), "--ctl", ctl.to_str().unwrap(), "--export", EXPORT]);
         cmd.args(["--pidfile", pidfile.to_str().unwrap()]);
-        cmd.args([if image.format == "vpc" { "--vhd" } else { "--raw" }, image.path.to_str().unwrap()]);
+        match &image.ours {
+            Some(vhd) => cmd.args(["--vhd", vhd.to_str().unwrap()]),
+            None => cmd.args([if image.format == "vpc" { "--vhd" } else { "--raw" }, image.path.to_str().unwrap()]),
+        };
         if let Some(w) = plan.workers {
             cmd.args(["--workers", &w.to_string()]);
         }
@@ -355,7 +417,12 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 
 fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, String)], took: Duration) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "## Block server (NBD): ours vs QEMU opening the image itself\n");
+    let title = match plan.ours_as {
+        OursAs::SameImage => "the same image",
+        OursAs::Vhd => "ours serving a VHD, QEMU reading the same bytes as a raw file",
+        OursAs::Chain => "ours serving a snapshotted VHD chain, QEMU reading the same bytes as a raw file",
+    };
+    let _ = writeln!(md, "## Block server (NBD) vs QEMU opening the image itself: {title}\n");
     let _ = writeln!(
         md,
         "Written by `storage-repo/benches/nbd.rs`; regenerate (≈ {:.0} s for {} runs) with:\n\n```\ncargo bench -p \
@@ -364,6 +431,11 @@ fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, S
         plan.runs,
         plan.runs,
         plan.vhd.as_ref().map_or(String::new(), |v| format!(" --vhd {}", v.display()))
+            + match plan.ours_as {
+                OursAs::SameImage => "",
+                OursAs::Vhd => " --as-vhd",
+                OursAs::Chain => " --as-chain",
+            }
     );
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -390,7 +462,14 @@ fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, S
         "- **Image:** {} {} ({} MiB), in the page cache; {} requests of 4 KiB per measurement, {} in flight; our \
          server: `nbd-serve` (bench profile = release), {} workers per connection",
         image.format,
-        if plan.vhd.is_some() { "copy of the given VHD" } else { "file of random bytes" },
+        match (plan.vhd.is_some(), plan.ours_as) {
+            (true, _) => "copy of the given VHD",
+            (false, OursAs::SameImage) => "file of random bytes",
+            (false, OursAs::Vhd) =>
+                "file of random bytes; ours serves the same bytes from a VHD of ours (every block allocated)",
+            (false, OursAs::Chain) =>
+                "file of random bytes; ours serves an empty differencing child of a VHD of ours holding the same bytes (a VDI just snapshotted)",
+        },
         image.size / MIB,
         plan.count,
         plan.depth,
@@ -473,10 +552,11 @@ fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, S
     md
 }
 
-/// Replaces the `nbd` section of `path` (between `<!-- nbd:begin -->` and `<!-- nbd:end -->`), keeping the rest.
-fn write_section(path: &Path, md: &str) {
+/// Replaces the section `name` of `path` (between `<!-- NAME:begin -->` and `<!-- NAME:end -->`), keeping the rest.
+fn write_section(path: &Path, name: &str, md: &str) {
     let old = fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = ("<!-- nbd:begin -->", "<!-- nbd:end -->");
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let (begin, end) = (begin.as_str(), end.as_str());
     let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
     let text = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
@@ -505,9 +585,14 @@ fn main() {
     let md = report(&plan, &image, &runs, &loads, started.elapsed());
     println!("\n{md}");
     if plan.write_doc {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks-nbd.md");
-        write_section(&path, &md);
-        println!("wrote the nbd section of {}", path.display());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+        let name = match plan.ours_as {
+            OursAs::SameImage => "nbd",
+            OursAs::Vhd => "nbd-vhd",
+            OursAs::Chain => "nbd-chain",
+        };
+        write_section(&path, name, &md);
+        println!("wrote the {name} section of {}", path.display());
     }
     if plan.vhd.is_some() {
         let _ = fs::remove_file(&image.path);

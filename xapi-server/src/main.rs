@@ -74,6 +74,15 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("tapdisk") {
+        // Its stderr is its log file (`<tapdisk dir>/<vdi-uuid>.log`).
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
         let args = storage_repo::nbd::tapdisk::parse_args(args.skip(1)).map_err(|e| anyhow::anyhow!("tapdisk: {e}"))?;
         return storage_repo::nbd::tapdisk::run(args).context("tapdisk");
     }

@@ -193,7 +193,7 @@ fn attached_pbd(ctx: &Ctx<'_>, sr: &str) -> Result<(), ApiError> {
 
 /// Deletes the records of an SR: its PBDs, its VDIs and their VBDs, the SR.
 fn drop_records(ctx: &Ctx<'_>, sr: &str) -> Result<(), ApiError> {
-    let (sr_c, pbd_c, vdi_c, vbd_c, pool_c) = (class("SR"), class("PBD"), class("VDI"), class("VBD"), class("pool"));
+    let (sr_c, pbd_c, vdi_c, pool_c) = (class("SR"), class("PBD"), class("VDI"), class("pool"));
     let row = ctx.state.store.get(sr_c, sr)?;
     let rec = Rec::new(sr_c, &row.fields);
     let pbds: Vec<String> = rec.refs("PBDs").into_iter().map(str::to_string).collect();
@@ -206,13 +206,9 @@ fn drop_records(ctx: &Ctx<'_>, sr: &str) -> Result<(), ApiError> {
             }
         }
         for v in &vdis {
-            let Ok(vrow) = ctx.state.store.get(vdi_c, v) else { continue };
-            for b in Rec::new(vdi_c, &vrow.fields).refs("VBDs") {
-                if ctx.state.store.exists(vbd_c, b) {
-                    tx.delete(vbd_c, b)?;
-                }
+            if ctx.state.store.exists(vdi_c, v) {
+                storage::delete_vdi_record(tx, ctx.state, v)?;
             }
-            tx.delete(vdi_c, v)?;
         }
         tx.update(pool_c, &ctx.state.pool, |f| {
             for field in ["default_SR", "suspend_image_SR", "crash_dump_SR"] {

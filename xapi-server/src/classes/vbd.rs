@@ -1,6 +1,7 @@
 //! `VBD` messages: create (with xapi's checks), destroy, plug and unplug (hot-plug on a running VM), insert and
 //! eject (CD drives), and `set_mode`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use xapi_types::generated::errors as codes;
@@ -200,62 +201,45 @@ pub fn unplug_force(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args:
 
 /// `VBD.insert(vbd, vdi)`: a disc into an empty CD drive (live, if the VM runs: only ISO images then).
 pub fn insert(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    let (r, vdi) = (vbd_arg(&args), args.get(1).and_then(Value::as_str).unwrap_or_default());
-    let state = ctx.state;
-    let row = state.store.get(c, r)?;
-    let vbd = Rec::new(c, &row.fields);
-    if vbd.str("type") != "CD" {
-        return Err(ApiError::new(&codes::VBD_NOT_REMOVABLE_MEDIA, [r]));
-    }
-    if !vbd.bool("empty") {
-        return Err(ApiError::new(&codes::VBD_NOT_EMPTY, [r]));
-    }
-    state.store.get(class("VDI"), vdi)?;
-    if vm_power(state, vbd.str("VM")) == "Running" && vbd.bool("currently_attached") {
-        let (_, uuid) = running_vm(state, vbd)?;
-        let path = match storage::disk_source(state, vdi, false)? {
-            host_agent::spec::DiskSource::File(p) => p,
-            _ => return Err(ApiError::new(&codes::VDI_IS_NOT_ISO, [vdi, "VHD"])),
-        };
-        let position: u32 = vbd.str("userdevice").parse().unwrap_or(0);
-        let media = host_agent::spec::DiskSource::File(path);
-        state.hv.agent(state)?.change_media(&uuid, position, &media).map_err(agent_error)?;
-    }
-    let power = vm_power(state, vbd.str("VM"));
-    state.store.transaction(|tx| {
-        tx.update(c, r, |f| {
-            set(c, f, "VDI", vdi);
-            set(c, f, "empty", false);
-            let a = allowed(Rec::new(c, f), &power);
-            set(c, f, "allowed_operations", a);
-        })
-    })?;
-    Ok(Reply::void())
+    let vdi = args.get(1).and_then(Value::as_str).unwrap_or_default();
+    ctx.state.store.get(class("VDI"), vdi)?;
+    change_disc(ctx.state, c, vbd_arg(&args), Some(vdi))
 }
 
 /// `VBD.eject`: the disc out of a CD drive.
 pub fn eject(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
-    let r = vbd_arg(&args);
-    let state = ctx.state;
+    change_disc(ctx.state, c, vbd_arg(&args), None)
+}
+
+/// Puts `vdi` into CD drive `r` (or takes the disc out): in the running guest first, then in the record.
+fn change_disc(state: &Arc<State>, c: &'static Class, r: &str, vdi: Option<&str>) -> Result<Reply, ApiError> {
     let row = state.store.get(c, r)?;
     let vbd = Rec::new(c, &row.fields);
     if vbd.str("type") != "CD" {
         return Err(ApiError::new(&codes::VBD_NOT_REMOVABLE_MEDIA, [r]));
     }
-    if vbd.bool("empty") {
-        return Err(ApiError::new(&codes::VBD_IS_EMPTY, [r]));
-    }
-    if vm_power(state, vbd.str("VM")) == "Running" && vbd.bool("currently_attached") {
-        let (_, uuid) = running_vm(state, vbd)?;
-        let position: u32 = vbd.str("userdevice").parse().unwrap_or(0);
-        let media = host_agent::spec::DiskSource::Empty;
-        state.hv.agent(state)?.change_media(&uuid, position, &media).map_err(agent_error)?;
+    match vdi {
+        Some(_) if !vbd.bool("empty") => return Err(ApiError::new(&codes::VBD_NOT_EMPTY, [r])),
+        None if vbd.bool("empty") => return Err(ApiError::new(&codes::VBD_IS_EMPTY, [r])),
+        _ => {}
     }
     let power = vm_power(state, vbd.str("VM"));
+    if power == "Running" && vbd.bool("currently_attached") {
+        let (_, uuid) = running_vm(state, vbd)?;
+        let media = match vdi {
+            Some(vdi) => match storage::disk_source(state, vdi, false)? {
+                p @ host_agent::spec::DiskSource::File(_) => p,
+                _ => return Err(ApiError::new(&codes::VDI_IS_NOT_ISO, [vdi, "VHD"])),
+            },
+            None => host_agent::spec::DiskSource::Empty,
+        };
+        let position: u32 = vbd.str("userdevice").parse().unwrap_or(0);
+        state.hv.agent(state)?.change_media(&uuid, position, &media).map_err(agent_error)?;
+    }
     state.store.transaction(|tx| {
         tx.update(c, r, |f| {
-            set(c, f, "VDI", NULL_REF);
-            set(c, f, "empty", true);
+            set(c, f, "VDI", vdi.unwrap_or(NULL_REF));
+            set(c, f, "empty", vdi.is_none());
             let a = allowed(Rec::new(c, f), &power);
             set(c, f, "allowed_operations", a);
         })

@@ -11,7 +11,7 @@ use xapi_types::generated::errors as codes;
 use xapi_types::value::NULL_REF;
 use xapi_types::{Class, Message, Value};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::dispatch::{Ctx, Reply};
 use crate::error::ApiError;
 use crate::generic;
@@ -90,10 +90,9 @@ pub fn insert_new(state: &State, r: String, mut f: Vec<Value>) -> Result<Reply, 
 
 /// Deletes a VDI made by a failed multi-disk operation (file and record).
 pub fn destroy_ref(state: &State, vdi: &str) -> Result<(), ApiError> {
-    let c = class("VDI");
     let (fsr, uuid, sr) = ext_of(state, vdi)?;
     fsr.destroy_vdi(&uuid)?;
-    state.store.transaction(|tx| tx.delete(c, vdi))?;
+    state.store.transaction(|tx| storage::delete_vdi_record(tx, state, vdi))?;
     sync::sr(state, &sr)?;
     state.storage.gc.kick();
     Ok(())
@@ -109,16 +108,7 @@ pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args
     managed(ctx.state, vdi)?;
     let (fsr, uuid, _) = ext_of(ctx.state, vdi)?;
     fsr.destroy_vdi(&uuid)?;
-    let vbd_c = class("VBD");
-    ctx.state.store.transaction(|tx| {
-        let f = tx.get(c, vdi)?;
-        for b in Rec::new(c, &f).refs("VBDs") {
-            if ctx.state.store.exists(vbd_c, b) {
-                tx.delete(vbd_c, b)?;
-            }
-        }
-        tx.delete(c, vdi)
-    })?;
+    ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
     sync::sr(ctx.state, &sr)?;
     ctx.state.storage.gc.kick();
     Ok(Reply::void())
@@ -323,20 +313,10 @@ pub fn introduce(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Ar
 }
 
 /// `VDI.forget`: the record goes, the file stays (a scan brings it back).
-pub fn forget(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+pub fn forget(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vdi = arg(&args, 0);
     not_attached(ctx.state, vdi, "forget")?;
-    let vbd_c = class("VBD");
-    ctx.state.store.transaction(|tx| {
-        let f = tx.get(c, vdi)?;
-        for b in Rec::new(c, &f).refs("VBDs") {
-            if ctx.state.store.exists(vbd_c, b) {
-                tx.delete(vbd_c, b)?;
-            }
-        }
-        tx.delete(c, vdi)?;
-        Ok::<_, DbError>(())
-    })?;
+    ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
     Ok(Reply::void())
 }
 

@@ -232,6 +232,18 @@ pub fn start(state: &Arc<State>) -> anyhow::Result<()> {
 
 use xapi_types::Value;
 
+/// Deletes VDI `vdi`'s record and its VBDs' in `tx` (the file is the caller's business).
+pub fn delete_vdi_record(tx: &mut crate::db::Txn<'_>, state: &State, vdi: &str) -> Result<(), crate::db::DbError> {
+    let (vdi_c, vbd_c) = (class("VDI"), class("VBD"));
+    let f = tx.get(vdi_c, vdi)?;
+    for b in Rec::new(vdi_c, &f).refs("VBDs") {
+        if state.store.exists(vbd_c, b) {
+            tx.delete(vbd_c, b)?;
+        }
+    }
+    tx.delete(vdi_c, vdi)
+}
+
 /// The attached VBDs of VDI `vdi`, with whether each writes.
 pub fn attached_vbds<'a>(state: &'a State, vdi: &str) -> impl Iterator<Item = (String, bool)> + 'a {
     let (vdi_c, vbd_c) = (class("VDI"), class("VBD"));

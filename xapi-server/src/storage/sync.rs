@@ -38,24 +38,14 @@ fn records(state: &State, sr: &str) -> HashMap<String, (String, Vec<Value>)> {
 }
 
 /// A VDI record whose file is gone: deleted with its VBDs, unless a running VM uses it (then it is `missing`).
-fn forget_vdi(tx: &mut Txn<'_>, state: &State, vdi: &str, fields: &[Value]) -> Result<(), DbError> {
-    let (vdi_c, vbd_c) = (class("VDI"), class("VBD"));
-    let rec = Rec::new(vdi_c, fields);
-    let vbds: Vec<String> = rec.refs("VBDs").into_iter().map(str::to_string).collect();
-    let attached = vbds
-        .iter()
-        .any(|v| state.store.get(vbd_c, v).is_ok_and(|b| Rec::new(vbd_c, &b.fields).bool("currently_attached")));
-    if attached {
+fn forget_vdi(tx: &mut Txn<'_>, state: &State, vdi: &str) -> Result<(), DbError> {
+    let vdi_c = class("VDI");
+    if super::attached_vbds(state, vdi).next().is_some() {
         return tx.update(vdi_c, vdi, |f| {
             set(vdi_c, f, "missing", true);
         });
     }
-    for v in vbds {
-        if state.store.exists(vbd_c, &v) {
-            tx.delete(vbd_c, &v)?;
-        }
-    }
-    tx.delete(vdi_c, vdi)
+    super::delete_vdi_record(tx, state, vdi)
 }
 
 fn ext(state: &State, sr: &str, b: &FileSr) -> Result<(), ApiError> {
@@ -119,9 +109,9 @@ fn ext(state: &State, sr: &str, b: &FileSr) -> Result<(), ApiError> {
                 tx.update(vdi_c, &r, |old| *old = fields)?;
             }
         }
-        for (loc, (r, fields)) in &existing {
+        for (loc, (r, _)) in &existing {
             if !by_uuid.contains_key(loc) && !bad.iter().any(|(u, _)| u.to_string() == *loc) {
-                forget_vdi(tx, state, r, fields)?;
+                forget_vdi(tx, state, r)?;
             }
         }
         let virtual_allocation: u64 = files.iter().filter(|f| !f.hidden).map(|f| f.virtual_size).sum();
@@ -162,9 +152,9 @@ fn iso(state: &State, sr: &str, b: &IsoSr) -> Result<(), ApiError> {
                 tx.update(vdi_c, &r, |old| *old = fields)?;
             }
         }
-        for (loc, (r, fields)) in &existing {
+        for (loc, (r, _)) in &existing {
             if !images.iter().any(|i| &i.name == loc) {
-                forget_vdi(tx, state, r, fields)?;
+                forget_vdi(tx, state, r)?;
             }
         }
         let total: u64 = images.iter().map(|i| i.size).sum();

@@ -10,6 +10,8 @@
 
 mod conn;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod handshake;
 pub mod proto;

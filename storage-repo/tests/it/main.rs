@@ -2,6 +2,7 @@
 //! skip) when it is missing.
 
 mod nbd;
+mod nbd_fuzz;
 mod sr_crash;
 mod util;
 mod vhd_chain;

@@ -13,13 +13,14 @@ Scenarios: a VM with a disk writes to it and the VDI holds it after shutdown; a 
 while the guest writes again; a clone of the snapshot boots independently; hot-plug and unplug of a second disk
 into a running guest; the collector merges the chain after the snapshot and clone are deleted, without changing
 the content; a daemon killed with SIGKILL while a guest writes to its disk: the guest keeps its disk, the
-restarted daemon adopts the block server, and what was written is there.
+restarted daemon adopts the block server, and what was written is there; suspend and resume with the disk.
 
 Output and cleanup as lifecycle.py: "PASS ..."/"FAIL ..." lines and "RESULT passed=N failed=M".
 """
 
 import argparse
 import os
+import re
 import secrets
 import signal
 import socket
@@ -242,28 +243,65 @@ def s3_collector(r, c, st):
     r.check("the collector merges the chain once the snapshot and clone are deleted; content unchanged", collect)
 
 
+def beats_after(log, n):
+    """Waits for a TINYGUEST-DISK-BEAT line with a number above n whose readback is right; returns its number."""
+    found = {}
+
+    def pred(text):
+        for m in re.finditer(r"TINYGUEST-DISK-BEAT: vda n=(\d+) (write-failed )?readback=\[([^\]]*)\]", text):
+            k = int(m.group(1))
+            if k > n:
+                if m.group(2) or m.group(3) != f"beat-{k}":
+                    raise CheckFailed(f"the guest's disk I/O failed: {m.group(0)}")
+                found["n"] = k
+                return True
+        return False
+    log.wait("TINYGUEST-DISK-BEAT", timeout=30, pred=pred)
+    return found["n"]
+
+
 def s4_kill9(r, c, st):
     s = st["s"]
     vm = st["vm"]
 
     def kill_daemon():
-        c.x.VM.set_PV_args(vm, f"{lc.ARGS} mode=stay diskwrite=1 disktag=third")
+        c.x.VM.set_PV_args(vm, f"{lc.ARGS} mode=stay diskwrite=1 disktag=third diskbeat=1")
         log = c.console(vm)
         lc.start_and_wait_up(c, vm, log)
         log.wait(f"TINYGUEST-DISK-RW: vda readback=[{marker('vda', 'third')}]")
         pid = block_server(c.x.VDI.get_uuid(st["vdi"]))
         expect(pid is not None, "no block server (xapi-server tapdisk) for the VM's disk")
+        n = beats_after(log, 0)
         st.update(pid=pid, log=log)
         c.daemon.kill()
-        time.sleep(1)
+        # With the daemon dead, the guest goes on writing to its disk and reading it back.
+        n = beats_after(log, n + 1)
         expect(Path(f"/proc/{pid}").exists(), "the block server died with the daemon")
         c.daemon.start()
         c.relogin()
         lc.expect_running(c, vm)
         expect(Path(f"/proc/{pid}").exists(), "the restarted daemon stopped the block server of a running VM")
-        return f"block server pid {pid} survived and was adopted"
-    r.check("kill -9 of the daemon: the guest keeps its disk; the restarted daemon adopts the block server",
+        st["beat"] = beats_after(log, n)
+        return f"block server pid {pid} survived and was adopted; the guest wrote beats {n} and {st['beat']} meanwhile"
+    r.check("kill -9 of the daemon: the guest keeps writing to its disk; the restarted daemon adopts its server",
             kill_daemon)
+
+    def suspend_resume():
+        log = st["log"]
+        c.x.VM.suspend(vm)
+        expect_eq(c.power(vm), "Suspended", "power_state")
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{st['pid']}").exists():
+            expect(time.monotonic() < deadline, "the block server still runs 15 s after the VM was suspended")
+            time.sleep(0.1)
+        c.x.VM.resume(vm, False, False)
+        lc.expect_running(c, vm)
+        n = beats_after(log, st["beat"])
+        st["pid"] = block_server(c.x.VDI.get_uuid(st["vdi"]))
+        expect(st["pid"] is not None, "no block server after the resume")
+        return f"the guest wrote beat {n} after the resume (a new block server, pid {st['pid']})"
+    r.check("suspend stops the disk's server; resume starts it again and the guest's disk I/O goes on",
+            suspend_resume)
 
     def after():
         lc.clean_shutdown_seen(c, vm, st["log"])

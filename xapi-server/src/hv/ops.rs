@@ -334,7 +334,14 @@ pub fn resume(state: &Arc<State>, vm_ref: &str, paused: bool, op: Op, task: Opti
     let f = vm_row(state, vm_ref)?;
     let _promise = admit(state, vm_ref, Rec::new(class("VM"), &f))?;
     let image = state.hv.suspend_image(&running.uuid);
-    let status = crate::priority::urgent(|| agent.restore(&running.uuid, &image, paused)).map_err(agent_error)?;
+    crate::storage::attach_vm_disks(state, vm_ref)?;
+    let status = match crate::priority::urgent(|| agent.restore(&running.uuid, &image, paused)) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::storage::release_unused(state);
+            return Err(agent_error(e));
+        }
+    };
     std::fs::remove_file(&image).map_err(|e| ApiError::internal(format!("{}: {e}", image.display())))?;
     power::apply(state, vm_ref, Some(&status))?;
     Ok(())

@@ -274,6 +274,17 @@ pub fn check_sharing(state: &State, vdi: &str, vbd: &str, writable: bool) -> Res
     Ok(())
 }
 
+/// Makes sure the block servers of VM `vm`'s disks run (a resume restores a domain whose saved XML names their
+/// sockets).
+pub fn attach_vm_disks(state: &State, vm: &str) -> Result<(), ApiError> {
+    let vm_c = class("VM");
+    let row = state.store.get(vm_c, vm)?;
+    for vbd in Rec::new(vm_c, &row.fields).refs("VBDs") {
+        vbd_disk(state, vm, vbd)?;
+    }
+    Ok(())
+}
+
 /// The disk a VBD gives its VM: an empty CD drive, an ISO image, or a VHD chain through its block server (started
 /// here). Checks the sharing rule; a VDI whose SR is not attached answers `VM_REQUIRES_SR`.
 pub fn vbd_disk(state: &State, vm: &str, vbd: &str) -> Result<host_agent::spec::Disk, ApiError> {

@@ -172,7 +172,7 @@ fn prepare_image(plan: &Plan, dir: &Path) -> Image {
                 storage_repo::formats::vhd::create_child(&leaf, uuid::Uuid::new_v4(), &base).unwrap();
                 leaf
             } else {
-                base
+                base.clone()
             };
             // Ours' files into the page cache too, as the raw file below.
             for p in [&base, &ours] {

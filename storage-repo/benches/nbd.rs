@@ -35,6 +35,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{command_output, load_avg, write_section};
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 const GIB: u64 = 1024 * MIB;
@@ -349,10 +353,6 @@ fn wait_for(mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn load_avg() -> String {
-    fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
 fn one_run(plan: &Plan, image: &Image, dir: &Path, run: usize) -> Vec<Figures> {
     let ours = Served::ours(plan, image, dir);
     let theirs = Served::qemu_nbd(image, dir);
@@ -408,17 +408,6 @@ fn iops(v: f64) -> String {
         out.push(c);
     }
     out + "/s"
-}
-
-fn command_output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".into())
 }
 
 fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, String)], took: Duration) -> String {
@@ -556,22 +545,6 @@ fn report(plan: &Plan, image: &Image, runs: &[Vec<Figures>], loads: &[(String, S
          interleaved ratios are steadier than the rates."
     );
     md
-}
-
-/// Replaces the section `name` of `path` (between `<!-- NAME:begin -->` and `<!-- NAME:end -->`), keeping the rest.
-fn write_section(path: &Path, name: &str, md: &str) {
-    let old = fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
-    let (begin, end) = (begin.as_str(), end.as_str());
-    let section = format!("{begin}\n{}\n{end}\n", md.trim_end());
-    let text = match (old.find(begin), old.find(end)) {
-        (Some(b), Some(e)) if b < e => {
-            format!("{}{section}{}", &old[..b], old[e + end.len()..].trim_start_matches('\n'))
-        }
-        _ if old.trim().is_empty() => section,
-        _ => format!("{}\n\n{section}", old.trim_end()),
-    };
-    fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 fn main() {

@@ -14,9 +14,13 @@
 //!   (the leaf-coalesce: 1 GiB copied into the base, fsynced, the base renamed over the VDI), timed;
 //! - **baseline**: 1 GiB written sequentially to a new file in the same directory with `fdatasync` at the end.
 //!
-//! Prints medians over the runs; targets: snapshot and clone ≤ 50 ms; the merge as a fraction of the baseline.
-//! Without `--bench` (as `cargo test --benches` runs it) one quick run on 64 MiB.
+//! Prints medians over the runs and writes them to `docs/benchmarks.md` between `<!-- sr:begin -->` and
+//! `<!-- sr:end -->`; targets: snapshot and clone ≤ 50 ms; the merge is reported as a fraction of the baseline.
+//! Without `--bench` (as `cargo test --benches` runs it) one quick run on 64 MiB, and nothing is written.
 
+mod common;
+
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -113,8 +117,11 @@ fn main() {
         args.iter().position(|a| a == "--runs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(3);
     let (size, merge_bytes, runs) = if bench { (2048 * MIB, 1024 * MIB, runs) } else { (64 * MIB, 32 * MIB, 1) };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("target/sr-bench");
+    let started = Instant::now();
     let mut all = Vec::new();
+    let mut loads = Vec::new();
     for r in 0..runs {
+        let before = common::load_avg();
         let run = one_run(&dir, size, merge_bytes);
         println!(
             "run {r}: snapshot median {:.1} ms (max {:.1}), clone median {:.1} ms (max {:.1}), merge of {} MiB \
@@ -130,6 +137,7 @@ fn main() {
             merge_bytes as f64 / run.baseline.as_secs_f64() / 1e6,
         );
         all.push(run);
+        loads.push(format!("{before} → {}", common::load_avg()));
     }
     let snap = median(all.iter().flat_map(|r| r.snapshot.clone()).collect());
     let clone = median(all.iter().flat_map(|r| r.clone.clone()).collect());
@@ -137,14 +145,61 @@ fn main() {
     let base = median(all.iter().map(|r| r.baseline).collect());
     let mut ratios: Vec<f64> = all.iter().map(|r| r.baseline.as_secs_f64() / r.merge.as_secs_f64()).collect();
     ratios.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "median of {runs} runs, {} MiB VDI: snapshot {:.1} ms, clone {:.1} ms (target <= 50 ms); merge {:.0} MB/s vs \
-         sequential write {:.0} MB/s: {:.2}x (median of per-run ratios)",
-        size / MIB,
-        ms(snap),
-        ms(clone),
-        merge_bytes as f64 / merge.as_secs_f64() / 1e6,
-        merge_bytes as f64 / base.as_secs_f64() / 1e6,
-        ratios[ratios.len() / 2],
+    let ratio = ratios[ratios.len() / 2];
+    let rate = |d: Duration| merge_bytes as f64 / d.as_secs_f64() / 1e6;
+    let per_run = |f: &dyn Fn(&Run) -> String| all.iter().map(f).collect::<Vec<_>>().join(" / ");
+    let mut md = String::new();
+    let _ = writeln!(md, "## SR operations: snapshot, clone and merge on a 2 GiB VDI\n");
+    let _ = writeln!(
+        md,
+        "Written by `storage-repo/benches/sr.rs`; regenerate (≈ {:.0} s for {runs} runs) with:\n\n```\ncargo bench \
+         -p storage-repo --bench sr -- --runs {runs}\n```\n",
+        started.elapsed().as_secs_f64()
     );
+    let _ = writeln!(md, "- **Date:** {}", common::command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let _ = writeln!(md, "- **Commit:** `{}`", common::command_output("git", &["rev-parse", "--short", "HEAD"]));
+    let _ = writeln!(md, "- **Load average (1/5/15 min) before → after each run:** {}\n", loads.join("; "));
+    let _ = writeln!(
+        md,
+        "A {} MiB VDI with every block written. Snapshot and clone are `FileSr::snapshot` (the file work of \
+         `VDI.snapshot`/`VDI.clone`: an fsynced journal, a hard link, two new differencing files, the hidden flag), 10 \
+         of each per run from the same one-file VDI. The merge is the collector's leaf-coalesce of a child holding {} \
+         MiB (copied into the base, fsynced, renamed over the VDI); the baseline writes as much to a new file in the \
+         same directory and fdatasyncs it.\n",
+        size / MIB,
+        merge_bytes / MIB
+    );
+    let _ = writeln!(md, "| figure | ours | per run | baseline | ours/baseline | target | result |");
+    let _ = writeln!(md, "|---|---:|---|---:|---:|---|---|");
+    let pass = |ok: bool| if ok { "pass" } else { "**MISS**" };
+    let _ = writeln!(
+        md,
+        "| snapshot latency (median of {}) | {:.1} ms | {} | — | — | ≤ 50 ms | {} |",
+        runs * 10,
+        ms(snap),
+        per_run(&|r| format!("{:.1} ms", ms(median(r.snapshot.clone())))),
+        pass(ms(snap) <= 50.0)
+    );
+    let _ = writeln!(
+        md,
+        "| clone latency (median of {}) | {:.1} ms | {} | — | — | ≤ 50 ms | {} |",
+        runs * 10,
+        ms(clone),
+        per_run(&|r| format!("{:.1} ms", ms(median(r.clone.clone())))),
+        pass(ms(clone) <= 50.0)
+    );
+    let _ = writeln!(
+        md,
+        "| merge (coalesce) throughput | {:.0} MB/s | {} | {:.0} MB/s (sequential write + fdatasync) | {:.2}× | — | — |",
+        rate(merge),
+        per_run(&|r| format!("{:.0} MB/s", rate(r.merge))),
+        rate(base),
+        ratio
+    );
+    println!("\n{md}");
+    if bench {
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").join("docs/benchmarks.md");
+        common::write_section(&doc, "sr", &md);
+        println!("wrote the sr section of {}", doc.display());
+    }
 }

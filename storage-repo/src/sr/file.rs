@@ -154,8 +154,15 @@ impl FileSr {
         VdiFile { uuid, virtual_size: info.virtual_size, physical_utilisation: physical, hidden: info.hidden, parent }
     }
 
-    /// Every VDI file, and the files that could not be read (with why).
+    /// Every VDI file, and the files that could not be read (with why). Waits for a snapshot or a collection step
+    /// in progress, so that it never sees a chain half-way through one.
     pub fn scan(&self) -> Result<Scan> {
+        let _g = self.guard();
+        self.scan_unlocked()
+    }
+
+    /// [`FileSr::scan`] for callers that hold the SR's lock.
+    pub(crate) fn scan_unlocked(&self) -> Result<Scan> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for uuid in self.vhd_names()? {
@@ -186,7 +193,7 @@ impl FileSr {
         if !path.exists() {
             return Err(Error::NotFound(format!("the VDI file {}", path.display())));
         }
-        let (files, _) = self.scan()?;
+        let (files, _) = self.scan_unlocked()?;
         if files.iter().any(|f| f.parent == Some(*uuid)) {
             return Err(Error::Busy(format!("VDI {uuid} is the parent of other disks")));
         }
@@ -213,6 +220,7 @@ impl FileSr {
 
     /// Grows a VDI (never shrinks).
     pub fn resize_vdi(&self, uuid: &Uuid, size: u64) -> Result<VdiFile> {
+        let _g = self.guard();
         let path = self.path(uuid);
         let info = vhd::resize(&path, size)?;
         Ok(self.vdi_file(*uuid, &path, &info))
@@ -265,6 +273,8 @@ impl FileSr {
     /// A full copy of `src`'s content into a new VDI `dest` of `dest_sr` (only the data is written: the copy is
     /// sparse). The file appears under its name only when complete.
     pub fn copy_vdi(&self, src: &Uuid, dest_sr: &FileSr, dest: Uuid) -> Result<VdiFile> {
+        // The source's chain does not change under the copy (the collector waits).
+        let _g = self.guard();
         let src_chain = Chain::open(&self.path(src), false)?;
         let final_p = dest_sr.path(&dest);
         let tmp = final_p.with_extension("vhd.copy");
@@ -287,6 +297,7 @@ impl FileSr {
 
     /// Copies `src`'s content over the existing VDI `into` of `dest_sr` (which must be at least as large).
     pub fn copy_into_vdi(&self, src: &Uuid, dest_sr: &FileSr, into: &Uuid) -> Result<VdiFile> {
+        let _g = self.guard();
         let src_chain = Chain::open(&self.path(src), false)?;
         {
             let dst = Chain::open(&dest_sr.path(into), true)?;

@@ -63,7 +63,7 @@ impl FileSr {
     /// One collection step; `in_use` says whether a VDI is being served (its whole tree is then skipped).
     pub fn collect(&self, in_use: &dyn Fn(&Uuid) -> bool) -> Result<GcReport> {
         let _g = self.guard();
-        let (files, _bad) = self.scan()?;
+        let (files, _bad) = self.scan_unlocked()?;
         let busy_roots: Vec<Uuid> = files.iter().filter(|f| in_use(&f.uuid)).map(|f| root_of(&files, f.uuid)).collect();
         let free = |u: &Uuid| !busy_roots.contains(&root_of(&files, *u));
         for f in files.iter().filter(|f| f.hidden && free(&f.uuid)) {
@@ -158,7 +158,7 @@ pub(super) fn recover(sr: &FileSr, j: &Journal) -> Result<()> {
         // The copy may be partial: nothing has changed what anyone reads. The next pass starts over.
         (_, "copy") | (_, "") => Ok(()),
         ("coalesce", "relink") => {
-            let (files, _) = sr.scan()?;
+            let (files, _) = sr.scan_unlocked()?;
             sr.relink_children(&files, child, parent)?;
             let cp = sr.path(&child);
             if cp.exists() {

@@ -42,9 +42,9 @@ fn ext_sr(state: &State, sr: &str) -> Result<Arc<FileSr>, ApiError> {
     }
 }
 
-/// `VDI_IN_USE [vdi, operation]` if a VBD has the VDI attached.
+/// `VDI_IN_USE [vdi, operation]` if a VBD has the VDI attached or an NBD export is reading it.
 fn not_attached(state: &State, vdi: &str, operation: &str) -> Result<(), ApiError> {
-    if storage::attached_vbds(state, vdi).next().is_some() {
+    if storage::attached_vbds(state, vdi).next().is_some() || storage::exported(state, vdi) {
         return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, operation]));
     }
     Ok(())

@@ -4,12 +4,14 @@
 //! - [`sm`] describes the SR types (`ext`, `iso`) as `SM` objects, and creates "Local storage" on first start.
 //! - [`sync`] makes the store follow the files: `SR.scan` and every operation that changes files end with it.
 //! - [`gc`] runs the collector in the background: deleted snapshots are merged out of their chains.
+//! - [`nbd_export`] serves VDIs over NBD on TCP to backup tools (`VDI.get_nbd_info`), through their block servers.
 //!
 //! **The files are the truth for what a VDI holds; the store for what it is called.** A VDI record of an `ext` SR
 //! exists for every `<uuid>.vhd` file (base copies as `managed=false`), and a file removed by hand takes its record
 //! with it at the next scan.
 
 pub mod gc;
+pub mod nbd_export;
 pub mod sm;
 pub mod sync;
 pub mod tapdisk;

@@ -3,6 +3,7 @@
 //! ```text
 //! xapi-server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--socket PATH] [--libvirt-uri URI]
 //!             [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
+//!             [--nbd ADDR:PORT|none]
 //! xapi-server tapdisk --socket PATH --ctl PATH --export NAME --pidfile PATH --vhd FILE [--read-only]
 //! ```
 //!
@@ -27,6 +28,16 @@ fn http_base(http: &str) -> String {
         }
         Ok(a) => format!("http://{a}"),
         Err(_) => "http://127.0.0.1".into(),
+    }
+}
+
+/// The address `VDI.get_nbd_info` advertises for an NBD listener on `a`: its address, or this host's address when
+/// it listens on every interface.
+fn nbd_address(a: SocketAddr) -> String {
+    if a.ip().is_unspecified() {
+        host_agent::facts::read().map(|f| f.address).unwrap_or_else(|_| "127.0.0.1".into())
+    } else {
+        a.ip().to_string()
     }
 }
 
@@ -69,6 +80,10 @@ struct Args {
     /// EVENTS_LOST instead of a silent gap).
     #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
     event_tombstones: usize,
+    /// The NBD export's listen address for `VDI.get_nbd_info` clients (production: 0.0.0.0:10809, XenServer's
+    /// port), plain TCP. `none` turns it off (`VDI.get_nbd_info` then answers `[]`).
+    #[arg(long, default_value = "none")]
+    nbd: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,6 +125,20 @@ async fn daemon() -> anyhow::Result<()> {
         (None, Ok(p)) if !p.is_empty() => Some(p),
         _ => None,
     };
+    let nbd = match args.nbd.as_str() {
+        "none" => None,
+        a => {
+            let addr: SocketAddr = a.parse().with_context(|| format!("--nbd {a}"))?;
+            Some(std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?)
+        }
+    };
+    let nbd_advertised = match &nbd {
+        Some(l) => {
+            let a = l.local_addr()?;
+            Some((nbd_address(a), a.port()))
+        }
+        None => None,
+    };
     let config = Config {
         data_dir: args.data_dir.clone(),
         root_password,
@@ -117,6 +146,7 @@ async fn daemon() -> anyhow::Result<()> {
             session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
             tombstone_limit: args.event_tombstones,
             http_base: http_base(&args.http),
+            nbd: nbd_advertised,
         },
         hv: HvConfig {
             libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),
@@ -129,6 +159,14 @@ async fn daemon() -> anyhow::Result<()> {
     let st = state.clone();
     tokio::task::spawn_blocking(move || xapi_server::connect_hypervisor(&st)).await?;
     xapi_server::spawn_reaper(state.clone());
+    let nbd = match nbd {
+        Some(listener) => {
+            let export = xapi_server::storage::nbd_export::spawn(listener, state.clone())?;
+            tracing::info!(addr = %export.local_addr(), "serving the NBD export (plain TCP)");
+            Some(export)
+        }
+        None => None,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -167,6 +205,9 @@ async fn daemon() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     while let Some(done) = servers.join_next().await {
         done??;
+    }
+    if let Some(export) = nbd {
+        tokio::task::spawn_blocking(move || export.shutdown()).await?;
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())

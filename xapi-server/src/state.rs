@@ -22,6 +22,9 @@ pub struct Settings {
     pub tombstone_limit: usize,
     /// The URL clients reach the daemon at (`http://ADDR:PORT`), for console locations.
     pub http_base: String,
+    /// Where NBD clients reach the NBD export (`--nbd`), as `VDI.get_nbd_info` advertises it: an address and a
+    /// port. `None`: no export (`VDI.get_nbd_info` answers `[]`, as XenServer without an NBD network).
+    pub nbd: Option<(String, u16)>,
 }
 
 impl Default for Settings {
@@ -30,6 +33,7 @@ impl Default for Settings {
             session_idle_timeout: Duration::from_secs(24 * 3600),
             tombstone_limit: crate::db::DEFAULT_TOMBSTONE_LIMIT,
             http_base: "http://127.0.0.1".into(),
+            nbd: None,
         }
     }
 }

@@ -8,9 +8,6 @@ use std::io::{self, Read, Write};
 use super::gate::Gate;
 use super::proto::*;
 
-/// Option data longer than this is not read: the client is hostile or broken and the connection is closed.
-const MAX_OPTION_DATA: u32 = 64 << 10;
-
 /// How the handshake ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -142,19 +139,6 @@ pub fn negotiate<S: Read + Write>(s: &mut S, export: &str, gate: &Gate) -> io::R
     }
 }
 
-/// Splits `NBD_OPT_INFO`/`NBD_OPT_GO` data: u32 name length, name, u16 count, count × u16 info types.
-fn parse_info_request(data: &[u8]) -> Option<(&[u8], Vec<u16>)> {
-    let name_len = u32::from_be_bytes(data.get(0..4)?.try_into().ok()?) as usize;
-    let name = data.get(4..4usize.checked_add(name_len)?)?;
-    let rest = &data[4 + name_len..];
-    let count = u16::from_be_bytes(rest.get(0..2)?.try_into().ok()?) as usize;
-    let list = rest.get(2..)?;
-    if list.len() != count * 2 {
-        return None;
-    }
-    Some((name, list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
-}
-
 fn error_reply<S: Write>(s: &mut S, option: u32, kind: u32, msg: &str) -> io::Result<()> {
     s.write_all(&option_reply(option, kind, msg.as_bytes()))?;
     s.flush()
@@ -170,19 +154,4 @@ fn read_u64<S: Read>(s: &mut S) -> io::Result<u64> {
     let mut b = [0u8; 8];
     s.read_exact(&mut b)?;
     Ok(u64::from_be_bytes(b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn info_requests_are_parsed_strictly() {
-        // name length 3, "abc", 2 requests: NBD_INFO_NAME, NBD_INFO_BLOCK_SIZE
-        let ok = [0, 0, 0, 3, b'a', b'b', b'c', 0, 2, 0, 1, 0, 3];
-        assert_eq!(parse_info_request(&ok), Some((&b"abc"[..], vec![INFO_NAME, INFO_BLOCK_SIZE])));
-        assert_eq!(parse_info_request(&ok[..12]), None, "truncated request list");
-        assert_eq!(parse_info_request(&[0xff, 0xff, 0xff, 0xff, 0, 0]), None, "name longer than the data");
-        assert_eq!(parse_info_request(&[0, 0, 0, 0, 0, 0]), Some((&b""[..], vec![])));
-    }
 }

@@ -40,6 +40,7 @@ pub const REP_ACK: u32 = 1;
 pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) + 1;
+pub const REP_ERR_POLICY: u32 = (1 << 31) + 2;
 pub const REP_ERR_INVALID: u32 = (1 << 31) + 3;
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) + 6;
 pub const REP_ERR_SHUTDOWN: u32 = (1 << 31) + 7;
@@ -74,6 +75,9 @@ pub const MIN_BLOCK: u32 = 512;
 pub const PREFERRED_BLOCK: u32 = 4096;
 /// The largest READ or WRITE payload we accept (32 MiB, the protocol's recommended limit).
 pub const MAX_PAYLOAD: u32 = 32 << 20;
+
+/// Option data longer than this is not read: the client is hostile or broken and the connection is closed.
+pub const MAX_OPTION_DATA: u32 = 64 << 10;
 
 /// The size of a request header on the wire.
 pub const REQUEST_LEN: usize = 28;
@@ -135,6 +139,32 @@ pub fn option_reply(option: u32, kind: u32, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Splits `NBD_OPT_INFO`/`NBD_OPT_GO` data: u32 name length, name, u16 count, count × u16 info types. `None` if
+/// the data is malformed.
+pub fn parse_info_request(data: &[u8]) -> Option<(&[u8], Vec<u16>)> {
+    let name_len = u32::from_be_bytes(data.get(0..4)?.try_into().ok()?) as usize;
+    let name = data.get(4..4usize.checked_add(name_len)?)?;
+    let rest = &data[4 + name_len..];
+    let count = u16::from_be_bytes(rest.get(0..2)?.try_into().ok()?) as usize;
+    let list = rest.get(2..)?;
+    if list.len() != count * 2 {
+        return None;
+    }
+    Some((name, list.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()))
+}
+
+/// `NBD_OPT_INFO`/`NBD_OPT_GO` data asking for export `name` and the info types `infos`.
+pub fn info_request(name: &[u8], infos: &[u16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + name.len() + 2 * infos.len());
+    out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    out.extend_from_slice(name);
+    out.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+    for i in infos {
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +190,16 @@ mod tests {
         assert_eq!(b, [0x67, 0x44, 0x66, 0x98, 0, 0, 0, 22, 0, 0, 0, 0, 0, 0, 0, 7]);
         let o = option_reply(OPT_GO, REP_ACK, &[]);
         assert_eq!(o, [0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn info_requests_are_parsed_strictly() {
+        // name length 3, "abc", 2 requests: NBD_INFO_NAME, NBD_INFO_BLOCK_SIZE
+        let ok = [0, 0, 0, 3, b'a', b'b', b'c', 0, 2, 0, 1, 0, 3];
+        assert_eq!(parse_info_request(&ok), Some((&b"abc"[..], vec![INFO_NAME, INFO_BLOCK_SIZE])));
+        assert_eq!(info_request(b"abc", &[INFO_NAME, INFO_BLOCK_SIZE]), ok);
+        assert_eq!(parse_info_request(&ok[..12]), None, "truncated request list");
+        assert_eq!(parse_info_request(&[0xff, 0xff, 0xff, 0xff, 0, 0]), None, "name longer than the data");
+        assert_eq!(parse_info_request(&[0, 0, 0, 0, 0, 0]), Some((&b""[..], vec![])));
     }
 }

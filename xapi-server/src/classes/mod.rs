@@ -85,6 +85,7 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("VDI", "set_sharable") => vdi::set_sharable,
         ("VDI", "set_on_boot") => vdi::set_on_boot,
         ("VDI", "set_allow_caching") => vdi::set_allow_caching,
+        ("VDI", "get_nbd_info") => vdi::get_nbd_info,
         ("VBD", "create") => vbd::create,
         ("VBD", "destroy") => vbd::destroy,
         ("VBD", "plug") => vbd::plug,

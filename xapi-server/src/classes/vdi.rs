@@ -1,5 +1,5 @@
 //! `VDI` messages: create (a sparse VHD), destroy, snapshot and clone (differencing chains), copy, resize,
-//! introduce, forget, update, and the setters the datamodel lists as messages. The file work is
+//! introduce, forget, update, get_nbd_info, and the setters the datamodel lists as messages. The file work is
 //! `storage_repo::sr::FileSr`'s; a VDI being served to a running VM is paused around it (as XenServer pauses its
 //! tapdisk).
 
@@ -42,9 +42,9 @@ fn ext_sr(state: &State, sr: &str) -> Result<Arc<FileSr>, ApiError> {
     }
 }
 
-/// `VDI_IN_USE [vdi, operation]` if a VBD has the VDI attached.
+/// `VDI_IN_USE [vdi, operation]` if a VBD has the VDI attached or an NBD export is reading it.
 fn not_attached(state: &State, vdi: &str, operation: &str) -> Result<(), ApiError> {
-    if storage::attached_vbds(state, vdi).next().is_some() {
+    if storage::attached_vbds(state, vdi).next().is_some() || storage::exported(state, vdi) {
         return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, operation]));
     }
     Ok(())
@@ -325,6 +325,26 @@ pub fn update(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args)
     let (_, sr) = storage::vdi_uuid(ctx.state, arg(&args, 0))?;
     sync::sr(ctx.state, &sr)?;
     Ok(Reply::void())
+}
+
+/// `VDI.get_nbd_info`: where an NBD client reads the VDI (`storage::nbd_export`): one `vdi_nbd_server_info`
+/// record, with the caller's session in the export name; `[]` without an NBD export (`--nbd none`, as XenServer
+/// without an NBD network) or while the VDI's SR is not attached (as xapi: no host has its PBD plugged). TLS is
+/// not offered yet: `cert` and `subject` are empty.
+pub fn get_nbd_info(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vdi = arg(&args, 0);
+    let found = storage::nbd_export::exportable(ctx.state, vdi)?;
+    let (Some((address, port)), Some((uuid, _))) = (&ctx.state.settings.nbd, found) else {
+        return Ok(Reply::Value(Value::Array(vec![])));
+    };
+    let info = Value::Struct(vec![
+        ("exportname".into(), Value::Str(storage::nbd_export::export_name(&uuid.to_string(), ctx.session()))),
+        ("address".into(), Value::Str(address.clone())),
+        ("port".into(), Value::Int(i64::from(*port))),
+        ("cert".into(), Value::Str(String::new())),
+        ("subject".into(), Value::Str(String::new())),
+    ]);
+    Ok(Reply::Value(Value::Array(vec![info])))
 }
 
 macro_rules! setters {

@@ -4,12 +4,14 @@
 //! - [`sm`] describes the SR types (`ext`, `iso`) as `SM` objects, and creates "Local storage" on first start.
 //! - [`sync`] makes the store follow the files: `SR.scan` and every operation that changes files end with it.
 //! - [`gc`] runs the collector in the background: deleted snapshots are merged out of their chains.
+//! - [`nbd_export`] serves VDIs over NBD on TCP to backup tools (`VDI.get_nbd_info`), through their block servers.
 //!
 //! **The files are the truth for what a VDI holds; the store for what it is called.** A VDI record of an `ext` SR
 //! exists for every `<uuid>.vhd` file (base copies as `managed=false`), and a file removed by hand takes its record
 //! with it at the next scan.
 
 pub mod gc;
+pub mod nbd_export;
 pub mod sm;
 pub mod sync;
 pub mod tapdisk;
@@ -102,7 +104,24 @@ pub fn disk_source(state: &State, vdi: &str, writable: bool) -> Result<DiskSourc
     }
 }
 
-/// Stops the block servers whose VDIs no attached VBD uses any more, and wakes the collector.
+/// Whether an NBD export connection is reading VDI `vdi` (its block server is held).
+pub fn exported(state: &State, vdi: &str) -> bool {
+    let vdi_c = class("VDI");
+    state.store.get(vdi_c, vdi).is_ok_and(|row| state.storage.tapdisks.held(Rec::new(vdi_c, &row.fields).str("uuid")))
+}
+
+/// Releases an NBD export connection's hold on VDI `uuid`'s block server `pid`: the server stops unless an
+/// attached VBD or another export connection uses it.
+pub fn release_export(state: &State, uuid: &str, pid: u32) {
+    if state.storage.tapdisks.release(uuid, pid) {
+        release_unused(state);
+    } else {
+        state.storage.gc.kick();
+    }
+}
+
+/// Stops the block servers whose VDIs no attached VBD uses any more (and no NBD export holds), and wakes the
+/// collector.
 pub fn release_unused(state: &State) {
     let (vbd_c, vdi_c) = (class("VBD"), class("VDI"));
     let mut used = Vec::new();
@@ -195,6 +214,9 @@ pub fn unplug(state: &State, pbd: &str) -> Result<(), ApiError> {
                 return Err(ApiError::new(&codes::VDI_IN_USE, [vdi.to_string(), "PBD.unplug".into()]));
             }
         }
+        if state.storage.tapdisks.held(Rec::new(vdi_c, &row.fields).str("uuid")) {
+            return Err(ApiError::new(&codes::VDI_IN_USE, [vdi.to_string(), "PBD.unplug".into()]));
+        }
     }
     state.storage.set_backend(&sr, None);
     state.store.transaction(|tx| {
@@ -259,12 +281,18 @@ pub fn attached_vbds<'a>(state: &'a State, vdi: &str) -> impl Iterator<Item = (S
     })
 }
 
-/// xapi's sharing rule: a VDI attached read-write anywhere is attached nowhere else, unless it is `sharable`.
+/// xapi's sharing rule: a VDI attached read-write anywhere is attached nowhere else, unless it is `sharable`. An
+/// NBD export reading a VDI from a read-only block server counts as a read-only attachment (xapi-nbd plugs a
+/// read-only VBD into dom0 on XenServer).
 pub fn check_sharing(state: &State, vdi: &str, vbd: &str, writable: bool) -> Result<(), ApiError> {
     let vdi_c = class("VDI");
-    let sharable = Rec::new(vdi_c, &state.store.get(vdi_c, vdi)?.fields).bool("sharable");
-    if sharable {
+    let rec = state.store.get(vdi_c, vdi)?;
+    let rec = Rec::new(vdi_c, &rec.fields);
+    if rec.bool("sharable") {
         return Ok(());
+    }
+    if writable && state.storage.tapdisks.held_read_only(rec.str("uuid")) {
+        return Err(ApiError::new(&codes::VDI_IN_USE, [vdi.to_string(), "attach".into()]));
     }
     for (other, rw) in attached_vbds(state, vdi) {
         if other != vbd && (rw || writable) {

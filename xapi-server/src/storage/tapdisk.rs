@@ -5,6 +5,9 @@
 //! serving when the daemon is killed or restarted (running VMs keep their disks), and a restarted daemon adopts it
 //! again from its pid file. Files per VDI in the tapdisk directory: `<uuid>.sock` (NBD), `<uuid>.ctl` (control),
 //! `<uuid>.pid`, `<uuid>.log`.
+//!
+//! Besides VBDs, NBD export connections (`storage::nbd_export`) use servers: they [`hold`](Tapdisks::hold) one
+//! (started read-only if none runs) and the holds keep it running until the last one is released.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,6 +34,22 @@ struct Proc {
     /// Set for servers this daemon started (so it reaps them); adopted ones are not its children.
     child: Option<Child>,
     writable: bool,
+    /// A VBD asked for it ([`Tapdisks::ensure`]); adopted servers count as asked for.
+    claimed: bool,
+    /// NBD export connections using it ([`Tapdisks::hold`]): while there are any, it is never stopped.
+    holds: usize,
+}
+
+/// A block server held for an NBD export connection ([`Tapdisks::hold`]).
+#[derive(Debug)]
+pub struct Held {
+    /// Its NBD socket and export name.
+    pub socket: PathBuf,
+    pub export: String,
+    /// Whether it serves read-write (a running VM's).
+    pub writable: bool,
+    /// Which server it is: [`Tapdisks::release`] names it.
+    pub pid: u32,
 }
 
 /// A paused block server: resumed (reopening its chain from the files) when dropped.
@@ -100,18 +119,91 @@ impl Tapdisks {
         live == Some(true)
     }
 
-    /// The socket and export name serving VDI `uuid` from `vhd`, starting its server if needed.
+    /// The socket and export name serving VDI `uuid` from `vhd` to a VBD, starting its server if needed (a server
+    /// running read-only is restarted if `writable`).
     pub fn ensure(&self, uuid: &Uuid, vhd: &Path, writable: bool) -> Result<(PathBuf, String), ApiError> {
         let key = uuid.to_string();
         let socket = self.path(&key, "sock");
         let mut procs = self.procs();
         if let Some(p) = procs.get_mut(&key) {
             if alive(p) && (p.writable || !writable) {
+                p.claimed = true;
                 return Ok((socket, key));
             }
+            // Export connections holding it lose it (their releases no longer match a server).
             let p = procs.remove(&key).expect("just seen");
             stop_proc(&self.ctl(&key), p);
         }
+        let mut p = self.spawn(&key, vhd, writable)?;
+        p.claimed = true;
+        procs.insert(key.clone(), p);
+        Ok((socket, key))
+    }
+
+    /// Holds VDI `uuid`'s server for an NBD export connection: the one running (whatever its mode), or a new
+    /// read-only one. Until it is [`release`](Tapdisks::release)d, [`stop_all_but`](Tapdisks::stop_all_but)
+    /// leaves the server alone.
+    pub fn hold(&self, uuid: &Uuid, vhd: &Path) -> Result<Held, ApiError> {
+        let key = uuid.to_string();
+        let socket = self.path(&key, "sock");
+        let mut procs = self.procs();
+        if let Some(p) = procs.get_mut(&key)
+            && alive(p)
+        {
+            p.holds += 1;
+            return Ok(Held { socket, export: key, writable: p.writable, pid: p.pid });
+        }
+        // A server that died is started again as it was (a VM may be using it); a new one is read-only.
+        let (writable, claimed) = match procs.remove(&key) {
+            Some(dead) => {
+                let was = (dead.writable, dead.claimed);
+                stop_proc(&self.ctl(&key), dead);
+                was
+            }
+            None => (false, false),
+        };
+        let mut p = self.spawn(&key, vhd, writable)?;
+        p.holds = 1;
+        p.claimed = claimed;
+        let pid = p.pid;
+        procs.insert(key.clone(), p);
+        Ok(Held { socket, export: key, writable, pid })
+    }
+
+    /// Releases a [`hold`](Tapdisks::hold) on VDI `uuid`'s server `pid` (nothing if that server is gone and
+    /// another serves the VDI now). The last one stops a server that no VBD ever asked for and answers `false`;
+    /// `true` means a VBD asked for it and the caller must find out whether one still uses it
+    /// (`storage::release_unused`).
+    pub fn release(&self, uuid: &str, pid: u32) -> bool {
+        let mut procs = self.procs();
+        let Some(p) = procs.get_mut(uuid).filter(|p| p.pid == pid) else { return false };
+        p.holds = p.holds.saturating_sub(1);
+        if p.holds > 0 {
+            return false;
+        }
+        if p.claimed {
+            return true;
+        }
+        let p = procs.remove(uuid).expect("just seen");
+        stop_proc(&self.ctl(uuid), p);
+        tracing::info!(vdi = uuid, "stopped the block server of a finished NBD export");
+        false
+    }
+
+    /// Whether an NBD export connection holds VDI `uuid`'s server while it serves read-only (a VBD attaching the
+    /// VDI read-write would have to restart it under the export's feet).
+    pub fn held_read_only(&self, uuid: &str) -> bool {
+        self.procs().get(uuid).is_some_and(|p| p.holds > 0 && !p.writable)
+    }
+
+    /// Whether an NBD export connection holds VDI `uuid`'s server.
+    pub fn held(&self, uuid: &str) -> bool {
+        self.procs().get(uuid).is_some_and(|p| p.holds > 0)
+    }
+
+    /// Starts a server for `key` (the VDI uuid) serving `vhd`; waits until its NBD socket accepts connections.
+    fn spawn(&self, key: &str, vhd: &Path, writable: bool) -> Result<Proc, ApiError> {
+        let socket = self.path(key, "sock");
         fs::create_dir_all(&self.dir).map_err(|e| tapdisk_error(format!("{}: {e}", self.dir.display())))?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -123,12 +215,12 @@ impl Tapdisks {
             }
         }
         for ext in ["sock", "ctl", "pid"] {
-            let _ = fs::remove_file(self.path(&key, ext));
+            let _ = fs::remove_file(self.path(key, ext));
         }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path(&key, "log"))
+            .open(self.path(key, "log"))
             .map_err(|e| tapdisk_error(format!("{}: {e}", self.dir.display())))?;
         let exe = std::env::current_exe().map_err(|e| tapdisk_error(format!("cannot find my own executable: {e}")))?;
         let mut cmd = Command::new(exe);
@@ -136,11 +228,11 @@ impl Tapdisks {
             .arg("--socket")
             .arg(&socket)
             .arg("--ctl")
-            .arg(self.ctl(&key))
+            .arg(self.ctl(key))
             .arg("--export")
-            .arg(&key)
+            .arg(key)
             .arg("--pidfile")
-            .arg(self.path(&key, "pid"))
+            .arg(self.path(key, "pid"))
             .arg("--vhd")
             .arg(vhd);
         if !writable {
@@ -164,7 +256,7 @@ impl Tapdisks {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let tail = log_tail(&self.path(&key, "log"));
+                let tail = log_tail(&self.path(key, "log"));
                 return Err(tapdisk_error(format!("the block server for VDI {key} exited ({status}): {tail}")));
             }
             if Instant::now() > deadline {
@@ -175,8 +267,7 @@ impl Tapdisks {
             std::thread::sleep(Duration::from_millis(10));
         }
         tracing::info!(vdi = %key, pid = child.id(), writable, "started a block server");
-        procs.insert(key.clone(), Proc { pid: child.id(), child: Some(child), writable });
-        Ok((socket, key))
+        Ok(Proc { pid: child.id(), child: Some(child), writable, claimed: false, holds: 0 })
     }
 
     fn ctl(&self, key: &str) -> PathBuf {
@@ -198,23 +289,19 @@ impl Tapdisks {
         }
     }
 
-    /// Stops VDI `uuid`'s server.
-    pub fn stop(&self, uuid: &str) -> bool {
-        let p = self.procs().remove(uuid);
-        match p {
-            Some(p) => {
-                stop_proc(&self.ctl(uuid), p);
-                tracing::info!(vdi = uuid, "stopped a block server");
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Stops every server but those of `keep`; returns how many stopped.
+    /// Stops every server but those of `keep` and those an NBD export holds; returns how many stopped. They are
+    /// stopped under the lock: a server started meanwhile for the same VDI would lose its socket file to the
+    /// exiting one.
     pub fn stop_all_but(&self, keep: &[String]) -> usize {
-        let gone: Vec<String> = self.procs().keys().filter(|k| !keep.contains(k)).cloned().collect();
-        gone.iter().filter(|k| self.stop(k)).count()
+        let mut procs = self.procs();
+        let gone: Vec<String> =
+            procs.iter().filter(|(k, p)| p.holds == 0 && !keep.contains(k)).map(|(k, _)| k.clone()).collect();
+        for key in &gone {
+            let p = procs.remove(key).expect("just seen");
+            stop_proc(&self.ctl(key), p);
+            tracing::info!(vdi = %key, "stopped a block server");
+        }
+        gone.len()
     }
 
     /// At start: takes over the servers a previous run of the daemon left running (their pid files name live
@@ -234,7 +321,8 @@ impl Tapdisks {
                 Some(pid) if cmdline.contains(" tapdisk ") && cmdline.contains(&key) => {
                     let writable = !cmdline.contains("--read-only");
                     tracing::info!(vdi = %key, pid, "adopted a running block server");
-                    self.procs().insert(key, Proc { pid, child: None, writable });
+                    let p = Proc { pid, child: None, writable, claimed: true, holds: 0 };
+                    self.procs().insert(key, p);
                 }
                 _ => {
                     for ext in ["sock", "ctl", "pid"] {

@@ -4,6 +4,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod events;
+mod nbd_export;
 mod persistence;
 mod rpc;
 mod storage;

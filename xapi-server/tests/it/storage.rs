@@ -10,14 +10,14 @@ use xapi_types::Value;
 
 use crate::support::{Api, err, s};
 
-const MIB: i64 = 1 << 20;
+pub(crate) const MIB: i64 = 1 << 20;
 
 impl Api {
-    fn str_of(&self, method: &str, r: &Value) -> String {
+    pub(crate) fn str_of(&self, method: &str, r: &Value) -> String {
         self.ok(method, &[r.clone()]).as_str().unwrap().to_string()
     }
 
-    fn int_of(&self, method: &str, r: &Value) -> i64 {
+    pub(crate) fn int_of(&self, method: &str, r: &Value) -> i64 {
         match self.ok(method, &[r.clone()]) {
             Value::Int(i) => i,
             Value::Str(s) => s.parse().unwrap(),
@@ -25,23 +25,23 @@ impl Api {
         }
     }
 
-    fn refs(&self, method: &str, args: &[Value]) -> Vec<Value> {
+    pub(crate) fn refs(&self, method: &str, args: &[Value]) -> Vec<Value> {
         self.ok(method, args).as_array().unwrap().to_vec()
     }
 
-    fn local_sr(&self) -> Value {
+    pub(crate) fn local_sr(&self) -> Value {
         let pool = self.refs("pool.get_all", &[])[0].clone();
         self.ok("pool.get_default_SR", &[pool])
     }
 
     /// The directory of an SR (its PBD's `device-config:location`).
-    fn sr_dir(&self, sr: &Value) -> PathBuf {
+    pub(crate) fn sr_dir(&self, sr: &Value) -> PathBuf {
         let pbd = self.refs("SR.get_PBDs", &[sr.clone()])[0].clone();
         let dc = self.ok("PBD.get_device_config", &[pbd]);
         PathBuf::from(dc.get("location").and_then(Value::as_str).unwrap())
     }
 
-    fn new_vdi(&self, sr: &Value, name: &str, size: i64) -> Value {
+    pub(crate) fn new_vdi(&self, sr: &Value, name: &str, size: i64) -> Value {
         let rec = Value::Struct(vec![
             ("name_label".into(), s(name)),
             ("SR".into(), sr.clone()),
@@ -54,12 +54,12 @@ impl Api {
         self.ok("VDI.create", &[rec])
     }
 
-    fn vdi_file(&self, vdi: &Value) -> PathBuf {
+    pub(crate) fn vdi_file(&self, vdi: &Value) -> PathBuf {
         let sr = self.ok("VDI.get_SR", &[vdi.clone()]);
         self.sr_dir(&sr).join(format!("{}.vhd", self.str_of("VDI.get_uuid", vdi)))
     }
 
-    fn new_vbd(
+    pub(crate) fn new_vbd(
         &self,
         vm: &Value,
         vdi: Option<&Value>,
@@ -82,7 +82,7 @@ impl Api {
         self.call("VBD.create", &[rec])
     }
 
-    fn vm(&self, name: &str) -> Value {
+    pub(crate) fn vm(&self, name: &str) -> Value {
         let t = self.refs("VM.get_by_name_label", &[s("Generic Linux (direct kernel boot)")])[0].clone();
         let vm = self.ok("VM.clone", &[t, s(name)]);
         self.ok("VM.provision", &[vm.clone()]);
@@ -105,7 +105,7 @@ fn qemu_img_ok(file: &Path, virtual_size: i64) {
 }
 
 /// The pid of the block server (`xapi-server tapdisk … --export <vdi-uuid>`) serving a VDI.
-fn block_server(vdi_uuid: &str) -> Option<u32> {
+pub(crate) fn block_server(vdi_uuid: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
@@ -114,7 +114,7 @@ fn block_server(vdi_uuid: &str) -> Option<u32> {
     })
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -9,5 +9,6 @@ mod vhd_chain;
 mod vhd_dynamic;
 mod vhd_fuzz;
 mod vhd_hostile;
+mod vhd_keyhash;
 mod vhd_resize;
 mod vhd_tool;

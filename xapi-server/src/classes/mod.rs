@@ -5,7 +5,7 @@ mod event;
 mod host;
 mod pbd;
 mod session;
-mod sr;
+pub mod sr;
 mod task;
 mod vbd;
 mod vdi;
@@ -49,6 +49,7 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("VM", "copy") => vm::copy,
         ("VM", "snapshot") => vm::snapshot,
         ("VM", "provision") => vm::provision,
+        ("VM", "get_allowed_VBD_devices") => vm::get_allowed_vbd_devices,
         ("VM", "compute_memory_overhead") => vm::compute_memory_overhead,
         ("VM", "assert_can_boot_here") => vm::assert_can_boot_here,
         ("VM", "get_possible_hosts") => vm::get_possible_hosts,

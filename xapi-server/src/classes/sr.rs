@@ -80,7 +80,7 @@ fn sr_row(
 }
 
 /// What an SR of this type allows.
-fn allowed(ty: &str) -> Value {
+pub fn allowed(ty: &str) -> Value {
     let ops: &[&str] = match ty {
         "ext" => &[
             "scan",

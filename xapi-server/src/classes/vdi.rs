@@ -74,26 +74,30 @@ pub fn insert_new(state: &State, r: String, mut f: Vec<Value>) -> Result<Reply, 
     }
     let fsr = ext_sr(state, &sr)?;
     let uuid = Uuid::parse_str(Rec::new(c, &f).str("uuid")).map_err(ApiError::internal)?;
-    let file = fsr.create_vdi(uuid, size as u64)?;
-    set(c, &mut f, "location", uuid.to_string());
-    set(c, &mut f, "virtual_size", file.virtual_size as i64);
-    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
-    set(c, &mut f, "managed", true);
-    let result = state.store.transaction(|tx| tx.insert(c, &r, f));
-    if let Err(e) = result {
-        let _ = fsr.destroy_vdi(&uuid);
-        return Err(e.into());
-    }
-    sync::sr(state, &sr)?;
+    state.storage.with_srs(&[&sr], || {
+        let file = fsr.create_vdi(uuid, size as u64)?;
+        set(c, &mut f, "location", uuid.to_string());
+        set(c, &mut f, "virtual_size", file.virtual_size as i64);
+        set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
+        set(c, &mut f, "managed", true);
+        let result = state.store.transaction(|tx| tx.insert(c, &r, f));
+        if let Err(e) = result {
+            let _ = fsr.destroy_vdi(&uuid);
+            return Err(e.into());
+        }
+        sync::sr_held(state, &sr)
+    })?;
     Ok(Reply::Value(Value::Str(r)))
 }
 
 /// Deletes a VDI made by a failed multi-disk operation (file and record).
 pub fn destroy_ref(state: &State, vdi: &str) -> Result<(), ApiError> {
     let (fsr, uuid, sr) = ext_of(state, vdi)?;
-    fsr.destroy_vdi(&uuid)?;
-    state.store.transaction(|tx| storage::delete_vdi_record(tx, state, vdi))?;
-    sync::sr(state, &sr)?;
+    state.storage.with_srs(&[&sr], || {
+        fsr.destroy_vdi(&uuid)?;
+        state.store.transaction(|tx| storage::delete_vdi_record(tx, state, vdi))?;
+        sync::sr_held(state, &sr)
+    })?;
     state.storage.gc.kick();
     Ok(())
 }
@@ -107,9 +111,13 @@ pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args
     not_attached(ctx.state, vdi, "destroy")?;
     managed(ctx.state, vdi)?;
     let (fsr, uuid, _) = ext_of(ctx.state, vdi)?;
-    fsr.destroy_vdi(&uuid)?;
-    ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
-    sync::sr(ctx.state, &sr)?;
+    ctx.state.storage.with_srs(&[&sr], || {
+        // Checked again under the lock: a concurrent destroy or rescan may have removed it.
+        ctx.state.store.get(c, vdi)?;
+        fsr.destroy_vdi(&uuid)?;
+        ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
+        sync::sr_held(ctx.state, &sr)
+    })?;
     ctx.state.storage.gc.kick();
     Ok(Reply::void())
 }
@@ -117,9 +125,20 @@ pub fn destroy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args
 /// Snapshot or clone: the file operation (the VDI's block server paused around it), then a record for the new
 /// VDI; the base copy's record comes from the rescan.
 pub fn snapshot_or_clone(state: &State, vdi: &str, snapshot: bool) -> Result<String, ApiError> {
-    let c = class("VDI");
     managed(state, vdi)?;
     let (fsr, uuid, sr) = ext_of(state, vdi)?;
+    state.storage.with_srs(&[&sr], || snapshot_held(state, vdi, snapshot, &fsr, uuid, &sr))
+}
+
+fn snapshot_held(
+    state: &State,
+    vdi: &str,
+    snapshot: bool,
+    fsr: &FileSr,
+    uuid: Uuid,
+    sr: &str,
+) -> Result<String, ApiError> {
+    let c = class("VDI");
     let (new, base) = (Uuid::new_v4(), Uuid::new_v4());
     {
         let _paused = state.storage.tapdisks.pause(&uuid)?;
@@ -128,7 +147,7 @@ pub fn snapshot_or_clone(state: &State, vdi: &str, snapshot: bool) -> Result<Str
     let src = state.store.get(c, vdi)?;
     let mut f = copied_fields(Rec::new(c, &src.fields));
     set(c, &mut f, "uuid", new.to_string());
-    set(c, &mut f, "SR", sr.clone());
+    set(c, &mut f, "SR", sr);
     set(c, &mut f, "location", new.to_string());
     set(c, &mut f, "is_a_snapshot", snapshot);
     set(c, &mut f, "snapshot_of", if snapshot { vdi } else { NULL_REF });
@@ -137,7 +156,7 @@ pub fn snapshot_or_clone(state: &State, vdi: &str, snapshot: bool) -> Result<Str
     }
     let r = db::new_ref();
     state.store.transaction(|tx| tx.insert(c, &r, f))?;
-    sync::sr(state, &sr)?;
+    sync::sr_held(state, sr)?;
     Ok(r)
 }
 
@@ -169,21 +188,23 @@ pub fn copy_to_sr(state: &State, vdi: &str, sr: &str) -> Result<String, ApiError
     if storage::attached_vbds(state, vdi).any(|(_, rw)| rw) {
         return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "copy"]));
     }
-    let (src_sr, src_uuid, _) = ext_of(state, vdi)?;
+    let (src_sr, src_uuid, src_sr_ref) = ext_of(state, vdi)?;
     let dst_sr = ext_sr(state, sr)?;
-    let new = Uuid::new_v4();
-    let file = src_sr.copy_vdi(&src_uuid, &dst_sr, new)?;
-    let src = state.store.get(c, vdi)?;
-    let mut f = copied_fields(Rec::new(c, &src.fields));
-    set(c, &mut f, "uuid", new.to_string());
-    set(c, &mut f, "SR", sr);
-    set(c, &mut f, "location", new.to_string());
-    set(c, &mut f, "virtual_size", file.virtual_size as i64);
-    set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
-    let r = db::new_ref();
-    state.store.transaction(|tx| tx.insert(c, &r, f))?;
-    sync::sr(state, sr)?;
-    Ok(r)
+    state.storage.with_srs(&[&src_sr_ref, sr], || {
+        let new = Uuid::new_v4();
+        let file = src_sr.copy_vdi(&src_uuid, &dst_sr, new)?;
+        let src = state.store.get(c, vdi)?;
+        let mut f = copied_fields(Rec::new(c, &src.fields));
+        set(c, &mut f, "uuid", new.to_string());
+        set(c, &mut f, "SR", sr);
+        set(c, &mut f, "location", new.to_string());
+        set(c, &mut f, "virtual_size", file.virtual_size as i64);
+        set(c, &mut f, "physical_utilisation", file.physical_utilisation as i64);
+        let r = db::new_ref();
+        state.store.transaction(|tx| tx.insert(c, &r, f))?;
+        sync::sr_held(state, sr)?;
+        Ok(r)
+    })
 }
 
 pub fn snapshot(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
@@ -208,10 +229,10 @@ pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -
     if storage::attached_vbds(ctx.state, vdi).any(|(_, rw)| rw) {
         return Err(ApiError::new(&codes::VDI_IN_USE, [vdi, "copy"]));
     }
-    let (src_sr, src_uuid, _) = ext_of(ctx.state, vdi)?;
-    {
+    let (src_sr, src_uuid, src_sr_ref) = ext_of(ctx.state, vdi)?;
+    let (dst_sr, dst_uuid, dst_sr_ref) = ext_of(ctx.state, into)?;
+    ctx.state.storage.with_srs(&[&src_sr_ref, &dst_sr_ref], || {
         not_attached(ctx.state, into, "copy")?;
-        let (dst_sr, dst_uuid, dst_sr_ref) = ext_of(ctx.state, into)?;
         let (src_size, dst_size) = (
             Rec::new(c, &ctx.state.store.get(c, vdi)?.fields).int("virtual_size"),
             Rec::new(c, &ctx.state.store.get(c, into)?.fields).int("virtual_size"),
@@ -220,8 +241,8 @@ pub fn copy(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -
             return Err(ApiError::new(&codes::VDI_TOO_SMALL, [into.to_string(), src_size.to_string()]));
         }
         src_sr.copy_into_vdi(&src_uuid, &dst_sr, &dst_uuid)?;
-        sync::sr(ctx.state, &dst_sr_ref)?;
-    }
+        sync::sr_held(ctx.state, &dst_sr_ref)
+    })?;
     Ok(Reply::Value(Value::Str(into.to_string())))
 }
 
@@ -238,8 +259,10 @@ pub fn resize(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args)
     if size <= 0 {
         return Err(ApiError::invalid_value("size", &size.to_string()));
     }
-    fsr.resize_vdi(&uuid, size as u64)?;
-    sync::sr(ctx.state, &sr)?;
+    ctx.state.storage.with_srs(&[&sr], || {
+        fsr.resize_vdi(&uuid, size as u64)?;
+        sync::sr_held(ctx.state, &sr)
+    })?;
     Ok(Reply::void())
 }
 
@@ -252,7 +275,12 @@ pub fn resize_online(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args
 
 /// `VDI.introduce(uuid, name_label, name_description, SR, type, sharable, read_only, other_config, location, …)`:
 /// a record for a file the SR holds (`location`: the VHD's UUID, or an ISO's file name).
-pub fn introduce(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+pub fn introduce(ctx: &Ctx<'_>, c: &'static Class, m: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let sr = arg(&args, 3).to_string();
+    ctx.state.storage.with_srs(&[&sr], || introduce_held(ctx, c, m, args))
+}
+
+fn introduce_held(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let (uuid, name, description, sr, ty) = (arg(&args, 0), arg(&args, 1), arg(&args, 2), arg(&args, 3), arg(&args, 4));
     let location = arg(&args, 8).to_string();
     ctx.state.store.get(class("SR"), sr)?;
@@ -308,15 +336,19 @@ pub fn introduce(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Ar
     }
     let r = db::new_ref();
     ctx.state.store.transaction(|tx| tx.insert(c, &r, f))?;
-    sync::sr(ctx.state, sr)?;
+    sync::sr_held(ctx.state, sr)?;
     Ok(Reply::Value(Value::Str(r)))
 }
 
 /// `VDI.forget`: the record goes, the file stays (a scan brings it back).
 pub fn forget(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vdi = arg(&args, 0);
-    not_attached(ctx.state, vdi, "forget")?;
-    ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
+    let (_, sr) = storage::vdi_uuid(ctx.state, vdi)?;
+    ctx.state.storage.with_srs(&[&sr], || {
+        not_attached(ctx.state, vdi, "forget")?;
+        ctx.state.store.transaction(|tx| storage::delete_vdi_record(tx, ctx.state, vdi))?;
+        Ok::<_, ApiError>(())
+    })?;
     Ok(Reply::void())
 }
 

@@ -309,9 +309,28 @@ fn random_mac() -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5])
 }
 
+/// `VM.get_allowed_VBD_devices`: the disk positions not taken by the VM's VBDs (xapi offers 0–15 for HVM and
+/// PV guests alike on this host's machine types; CD drives sit on the IDE bus at 0–3, disks on virtio).
+pub fn get_allowed_vbd_devices(
+    ctx: &Ctx<'_>,
+    _: &'static Class,
+    _: &'static Message,
+    args: Args,
+) -> Result<Reply, ApiError> {
+    let (vm_c, vbd_c) = (class("VM"), class("VBD"));
+    let row = ctx.state.store.get(vm_c, vm_arg(&args))?;
+    let taken: Vec<String> = Rec::new(vm_c, &row.fields)
+        .refs("VBDs")
+        .into_iter()
+        .filter_map(|b| ctx.state.store.get(vbd_c, b).ok())
+        .map(|b| Rec::new(vbd_c, &b.fields).str("userdevice").to_string())
+        .collect();
+    let free = (0..16).map(|n: u32| n.to_string()).filter(|d| !taken.contains(d)).map(Value::Str).collect();
+    Ok(Reply::Value(Value::Array(free)))
+}
+
 /// `VM.provision`: a template becomes a VM; the disks of its provision spec (`other_config:disks`) are created on
-/// its SR. Creating disks needs the storage repositories, which are not there yet: a spec with disks answers
-/// `DEFAULT_SR_NOT_FOUND` when there is no SR to put them on, `NOT_IMPLEMENTED` otherwise.
+/// their SR (or the pool's default SR: `DEFAULT_SR_NOT_FOUND` without one), each with a VBD the VM owns.
 pub fn provision(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let vm = vm_arg(&args).to_string();
     let running = ops::begin(ctx.state, &vm, Op::Provision, task(ctx))?;
@@ -354,6 +373,8 @@ pub fn provision(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Ar
         set(vbd_c, &mut b, "mode", "RW");
         set(vbd_c, &mut b, "type", "Disk");
         set(vbd_c, &mut b, "unpluggable", true);
+        // xapi marks the disks a template's install made as the VM's own (xe vm-uninstall deletes those).
+        set(vbd_c, &mut b, "other_config", Value::Struct(vec![("owner".into(), Value::str("true"))]));
         ctx.state.store.transaction(|tx| tx.insert(vbd_c, &db::new_ref(), b))?;
     }
     ctx.state.store.transaction(|tx| {

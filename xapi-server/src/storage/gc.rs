@@ -34,17 +34,22 @@ pub fn run_once(state: &State) -> usize {
     for (sr, b) in state.storage.attached() {
         let Backend::Ext(fsr) = b else { continue };
         let in_use = |u: &uuid::Uuid| state.storage.tapdisks.running(&u.to_string());
-        match fsr.collect_all(&in_use, 64) {
+        // Under the SR's lock: no operation's files and records are seen half-way, and the store follows each step.
+        let result = state.storage.with_srs(&[&sr], || {
+            let steps = fsr.collect_all(&in_use, 64)?;
+            if !steps.is_empty()
+                && let Err(e) = super::sync::sr_held(state, &sr)
+            {
+                tracing::warn!(sr, error = %e.description().join(" "), "could not rescan an SR after collecting");
+            }
+            Ok::<_, storage_repo::Error>(steps)
+        });
+        match result {
             Ok(steps) => {
                 for s in &steps {
                     tracing::info!(sr, step = ?s, "storage collector");
                 }
                 done += steps.len();
-                if !steps.is_empty()
-                    && let Err(e) = super::sync::sr(state, &sr)
-                {
-                    tracing::warn!(sr, error = %e.description().join(" "), "could not rescan an SR after collecting");
-                }
             }
             Err(e) => tracing::error!(sr, error = %e, "the storage collector failed; it will try again"),
         }

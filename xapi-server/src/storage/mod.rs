@@ -42,6 +42,9 @@ pub struct Storage {
     pub tapdisks: tapdisk::Tapdisks,
     /// Attached SRs by SR ref.
     backends: Mutex<HashMap<String, Backend>>,
+    /// One lock per SR: an operation's file work, its records and the rescan that follows happen under it, so
+    /// that no rescan (nor the collector) sees the files and the records of an operation half-way.
+    sr_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub gc: gc::Kick,
 }
 
@@ -51,6 +54,7 @@ impl Storage {
             sr_root: data_dir.join("sr"),
             tapdisks: tapdisk::Tapdisks::new(data_dir, run_dir),
             backends: Mutex::default(),
+            sr_locks: Mutex::default(),
             gc: gc::Kick::default(),
         }
     }
@@ -62,6 +66,20 @@ impl Storage {
     /// The backend of an attached SR; `SR_NOT_ATTACHED` otherwise.
     pub fn backend(&self, sr: &str) -> Result<Backend, ApiError> {
         self.backends().get(sr).cloned().ok_or_else(|| ApiError::new(&codes::SR_NOT_ATTACHED, [sr]))
+    }
+
+    /// Runs `f` holding the locks of SRs `srs` (taken in a fixed order, so that two operations on the same two
+    /// SRs cannot deadlock).
+    pub fn with_srs<T>(&self, srs: &[&str], f: impl FnOnce() -> T) -> T {
+        let mut names: Vec<&str> = srs.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let locks: Vec<Arc<Mutex<()>>> = {
+            let mut map = self.sr_locks.lock().unwrap_or_else(|e| e.into_inner());
+            names.iter().map(|n| map.entry(n.to_string()).or_default().clone()).collect()
+        };
+        let _guards: Vec<_> = locks.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner())).collect();
+        f()
     }
 
     pub fn attached(&self) -> Vec<(String, Backend)> {

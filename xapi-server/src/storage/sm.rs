@@ -126,6 +126,7 @@ pub fn ensure_local_sr(state: &Arc<State>) -> anyhow::Result<()> {
         set(sr_c, &mut f, "name_label", "Local storage");
         set(sr_c, &mut f, "type", "ext");
         set(sr_c, &mut f, "content_type", "user");
+        set(sr_c, &mut f, "allowed_operations", crate::classes::sr::allowed("ext"));
         let oc = vec![
             ("i18n-key".to_string(), Value::str("local-storage")),
             ("i18n-original-value-name_label".to_string(), Value::str("Local storage")),

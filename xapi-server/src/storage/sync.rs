@@ -14,8 +14,13 @@ use crate::error::ApiError;
 use crate::hv::rec::{Rec, class, set};
 use crate::state::State;
 
-/// Reconciles SR `sr`'s records with its files.
+/// Reconciles SR `sr`'s records with its files, under the SR's lock.
 pub fn sr(state: &State, sr: &str) -> Result<(), ApiError> {
+    state.storage.with_srs(&[sr], || sr_held(state, sr))
+}
+
+/// [`sr`] for a caller that holds the SR's lock (`Storage::with_srs`).
+pub fn sr_held(state: &State, sr: &str) -> Result<(), ApiError> {
     match state.storage.backend(sr)? {
         Backend::Ext(b) => ext(state, sr, &b),
         Backend::Iso(b) => iso(state, sr, &b),

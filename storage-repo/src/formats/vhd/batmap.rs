@@ -18,7 +18,15 @@ pub(crate) struct BatmapHeader {
     pub version: u32,
     pub checksum: u32,
     pub marker: u8,
+    /// blktap's keyhash (`vhd-util key`): a cookie byte, a 32-byte nonce and a 32-byte hash. Kept as it is found,
+    /// through every rewrite of the header, and copied into new children when its cookie is set (as `vhd-util
+    /// snapshot` does).
+    pub keyhash: [u8; KEYHASH_SIZE],
 }
+
+/// The keyhash's size and place in the header.
+pub(crate) const KEYHASH_SIZE: usize = 65;
+const KEYHASH_AT: usize = 29;
 
 impl BatmapHeader {
     pub fn decode(b: &[u8; BATMAP_HEADER_SIZE]) -> Result<BatmapHeader, &'static str> {
@@ -31,6 +39,7 @@ impl BatmapHeader {
             version: be32(b, 20),
             checksum: be32(b, 24),
             marker: b[28],
+            keyhash: b[KEYHASH_AT..KEYHASH_AT + KEYHASH_SIZE].try_into().expect("65 bytes"),
         };
         if h.version > BATMAP_VERSION {
             return Err("unsupported batmap version");
@@ -38,7 +47,7 @@ impl BatmapHeader {
         Ok(h)
     }
 
-    /// The header sector; keyhash and reserved bytes are zero.
+    /// The header sector; the reserved bytes are zero.
     pub fn encode(&self) -> [u8; BATMAP_HEADER_SIZE] {
         let mut b = [0u8; BATMAP_HEADER_SIZE];
         b[0..8].copy_from_slice(COOKIE);
@@ -47,7 +56,13 @@ impl BatmapHeader {
         b[20..24].copy_from_slice(&self.version.to_be_bytes());
         b[24..28].copy_from_slice(&self.checksum.to_be_bytes());
         b[28] = self.marker;
+        b[KEYHASH_AT..KEYHASH_AT + KEYHASH_SIZE].copy_from_slice(&self.keyhash);
         b
+    }
+
+    /// The keyhash a child of a file with this header inherits (blktap copies it when its cookie is 1).
+    pub fn inherited_keyhash(&self) -> [u8; KEYHASH_SIZE] {
+        if self.keyhash[0] == 1 { self.keyhash } else { [0; KEYHASH_SIZE] }
     }
 }
 
@@ -88,7 +103,7 @@ mod tests {
         0x00, 0x01, 0x00, 0x02,                         // 20  batmap version 1.2
         0xff, 0xff, 0xff, 0xff,                         // 24  checksum: ~0 for an all-clear map
         0x00,                                           // 28  marker
-        0x00, 0x00, 0x00,                               // 29  keyhash (65 bytes) and reserved, zero to 512
+        0x00, 0x00, 0x00,                               // 29  keyhash (cookie, nonce[32], hash[32]), then reserved
     ];
 
     #[test]

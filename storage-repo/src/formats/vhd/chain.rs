@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::batmap::BatmapHeader;
 use super::bitmap::{self, SectorBitmap};
 use super::cache::BitmapCache;
 use super::create::batmap_header;
@@ -107,6 +108,8 @@ struct LeafBatmap {
     offset: u64,
     map: Vec<u8>,
     dirty: bool,
+    /// The header as opened: its marker and keyhash are written back unchanged.
+    kept: BatmapHeader,
 }
 
 /// What only a writable leaf needs.
@@ -577,7 +580,7 @@ impl Inner {
         if let Some(bm) = &leaf.batmap {
             let mut g = lock(bm);
             if g.dirty {
-                let h = batmap_header(g.offset, &g.map, self.size);
+                let h = batmap_header(g.offset, &g.map, self.size, Some(&g.kept));
                 layer.file.write_all_at(&g.map, g.offset)?;
                 layer.file.write_all_at(&h.encode(), g.header_offset)?;
                 g.dirty = false;
@@ -604,6 +607,7 @@ fn leaf_state(m: &Meta) -> Leaf {
                 offset: b.header.offset,
                 map: b.map.clone(),
                 dirty: false,
+                kept: b.header.clone(),
             })
         }),
         dirty: AtomicUsize::new(0),

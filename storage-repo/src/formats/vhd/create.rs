@@ -59,14 +59,16 @@ pub(crate) fn bat_bytes(entries: &[u32], padded_len: u64) -> Vec<u8> {
 }
 
 /// A batmap header for `map`, with its checksum for a disk of `current_size`.
-pub(crate) fn batmap_header(offset: u64, map: &[u8], current_size: u64) -> BatmapHeader {
+/// A batmap header for `map` at `offset`; the marker and keyhash of `keep` (the header being replaced) go on.
+pub(crate) fn batmap_header(offset: u64, map: &[u8], current_size: u64, keep: Option<&BatmapHeader>) -> BatmapHeader {
     let summed = (batmap::checksummed_len(current_size) as usize).min(map.len());
     BatmapHeader {
         offset,
         size: (map.len() as u64 / SECTOR) as u32,
         version: batmap::BATMAP_VERSION,
         checksum: batmap::checksum(&map[..summed], batmap::BATMAP_VERSION),
-        marker: 0,
+        marker: keep.map_or(0, |h| h.marker),
+        keyhash: keep.map_or([0; batmap::KEYHASH_SIZE], |h| h.keyhash),
     }
 }
 
@@ -94,6 +96,8 @@ pub(crate) struct NewParent {
     pub uuid: Uuid,
     pub size: u64,
     pub mtime: u32,
+    /// What a child inherits of the parent's batmap header (its keyhash).
+    pub keyhash: [u8; batmap::KEYHASH_SIZE],
 }
 
 pub(crate) fn new_parent(child: &Path, parent: &Path) -> Result<NewParent> {
@@ -125,7 +129,8 @@ pub(crate) fn new_parent(child: &Path, parent: &Path) -> Result<NewParent> {
     let file = File::open(parent).map_err(|e| Error::io(parent, e))?;
     let m = meta::read(&file, parent, Mode::Read)?;
     let mtime = vhd_time(lmeta.modified().map_err(|e| Error::io(parent, e))?);
-    Ok(NewParent { name: name.to_owned(), uuid: m.footer.uuid, size: m.footer.current_size, mtime })
+    let keyhash = m.batmap.as_ref().map_or([0; batmap::KEYHASH_SIZE], |b| b.header.inherited_keyhash());
+    Ok(NewParent { name: name.to_owned(), uuid: m.footer.uuid, size: m.footer.current_size, mtime, keyhash })
 }
 
 /// Builds a complete new file: metadata for `footer.current_size`, plus the locators naming `parent`.
@@ -162,7 +167,10 @@ fn image(footer: &Footer, parent: Option<&NewParent>) -> Result<Vec<u8>> {
     let bat = bat_bytes(&vec![meta::UNUSED; entries as usize], lay.bat_bytes);
     out[lay.table_offset as usize..(lay.table_offset + lay.bat_bytes) as usize].copy_from_slice(&bat);
     let map = vec![0u8; (lay.batmap_sectors * SECTOR) as usize];
-    let bh = batmap_header(lay.batmap, &map, footer.current_size);
+    let mut bh = batmap_header(lay.batmap, &map, footer.current_size, None);
+    if let Some(p) = parent {
+        bh.keyhash = p.keyhash;
+    }
     out[lay.batmap_header as usize..lay.batmap as usize].copy_from_slice(&bh.encode());
     for (off, p) in payloads {
         out[off as usize..off as usize + p.len()].copy_from_slice(&p);

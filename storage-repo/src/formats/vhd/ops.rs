@@ -178,7 +178,8 @@ fn resize_observed(path: &Path, new_size: u64, mut observe: Observer<'_>) -> Res
         }
         if changed || m.batmap_problem.is_some() {
             file.write_all_at(&bits, off).map_err(&io)?;
-            file.write_all_at(&batmap_header(off, &bits, cur).encode(), hoff).map_err(&io)?;
+            let keep = m.batmap.as_ref().map(|b| &b.header);
+            file.write_all_at(&batmap_header(off, &bits, cur, keep).encode(), hoff).map_err(&io)?;
             sync(&file, path, obs)?;
         }
     }
@@ -267,7 +268,7 @@ fn relocate_metadata(
             let n = b.map.len().min(bits.len());
             bits[..n].copy_from_slice(&b.map[..n]);
         }
-        let bh = batmap_header(lay.batmap, &bits, m.footer.current_size);
+        let bh = batmap_header(lay.batmap, &bits, m.footer.current_size, m.batmap.as_ref().map(|b| &b.header));
         file.write_all_at(&bh.encode(), lay.batmap_header).map_err(&io)?;
         file.write_all_at(&bits, lay.batmap).map_err(&io)?;
         new_map = Some((lay.batmap_header, lay.batmap, bits));

@@ -83,7 +83,7 @@ impl Args {
     }
 
     pub fn require(&self, name: &str) -> Result<&str, XeError> {
-        self.get(name).ok_or_else(|| XeError::Usage(format!("Required parameter not found: {name}")))
+        self.get(name).ok_or_else(|| XeError::missing(name))
     }
 
     /// The parameters other than those named in `except`.
@@ -123,6 +123,17 @@ pub fn select(
     class: &'static Class,
     selectors: &[(String, String)],
 ) -> Result<Vec<(String, Value)>, XeError> {
+    select_where(client, class, selectors, false)
+}
+
+/// [`select`], with `templates` saying whether VM templates (and snapshots, which are templates) are chosen too
+/// without an explicit `is-a-template=` (as xe's `vm-clone` and `vm-copy` choose them).
+pub fn select_where(
+    client: &mut Client,
+    class: &'static Class,
+    selectors: &[(String, String)],
+    templates: bool,
+) -> Result<Vec<(String, Value)>, XeError> {
     let own = format::xe_class_name(class);
     for (name, _) in selectors.iter().filter(|(k, _)| k != "uuid" && *k != own) {
         field(class, name.split_once(':').map_or(name.as_str(), |(map, _)| map))?;
@@ -134,7 +145,8 @@ pub fn select(
     // As in xe, the VM commands leave templates and snapshots out unless asked for them (or given a uuid).
     let mut selectors = selectors.to_vec();
     if class.name == "VM" && !selectors.iter().any(|(k, _)| k == "uuid") {
-        for hidden in ["is-a-template", "is-a-snapshot"] {
+        let hidden: &[&str] = if templates { &[] } else { &["is-a-template", "is-a-snapshot"] };
+        for &hidden in hidden {
             if !selectors.iter().any(|(k, _)| k == hidden) {
                 selectors.push((hidden.to_string(), "false".to_string()));
             }
@@ -157,25 +169,43 @@ pub fn select(
     Ok(objects)
 }
 
-/// [`select`] for an operation: no match is an error, and so are several without `--multiple`.
+/// How many objects an operation may work on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Many {
+    /// One at a time (`vm-clone`, `vm-copy`, the `-param-…` commands).
+    One,
+    /// Several when `--multiple` was given (the `bool`).
+    Multiple(bool),
+}
+
+/// [`select`] for an operation: no match is an error, and so are several unless allowed.
 pub fn select_for_op(
     client: &mut Client,
     class: &'static Class,
     selectors: &[(String, String)],
-    multiple: bool,
+    many: Many,
 ) -> Result<Vec<(String, Value)>, XeError> {
     let objects = select(client, class, selectors)?;
-    check_count(class, objects.len(), multiple)?;
+    check_count(class, objects.len(), many)?;
     Ok(objects)
 }
 
-/// No match is an error, and so are several without `--multiple`.
-fn check_count(class: &Class, n: usize, multiple: bool) -> Result<(), XeError> {
-    match n {
-        0 => Err(XeError::Usage(format!("No matching {}s found", class.name))),
-        1 => Ok(()),
-        _ if multiple => Ok(()),
-        _ => Err(XeError::Usage("Multiple matches for this command; please use --multiple or another selector".into())),
+/// No match is an error, and so are several unless allowed, in xe's words (`do_vm_op`, `do_host_op`; xe writes
+/// "matches VMs" where it writes "matching hosts").
+pub fn check_count(class: &Class, n: usize, many: Many) -> Result<(), XeError> {
+    let (what, one) = match class.name {
+        "VM" => ("matches VMs".to_string(), "VM".to_string()),
+        name => (format!("matching {name}s"), name.to_string()),
+    };
+    match (n, many) {
+        (0, _) => Err(XeError::Failure(format!("No matching {}s found", class.name))),
+        (1, _) | (_, Many::Multiple(true)) => Ok(()),
+        (_, Many::Multiple(false)) => {
+            Err(XeError::Failure(format!("Multiple {what} found. --multiple required to complete the operation")))
+        }
+        (_, Many::One) => Err(XeError::Failure(format!(
+            "Multiple {what} found. Operation can only be performed on one {one} at a time"
+        ))),
     }
 }
 
@@ -185,9 +215,9 @@ fn select_one(client: &mut Client, class: &'static Class, args: &Args) -> Result
     let selectors: Vec<(String, String)> =
         args.params.iter().filter(|(k, _)| k == "uuid" || *k == own).cloned().collect();
     if selectors.is_empty() {
-        return Err(XeError::Usage("Required parameter not found: uuid".into()));
+        return Err(XeError::missing("uuid"));
     }
-    let mut objects = select_for_op(client, class, &selectors, false)?;
+    let mut objects = select_for_op(client, class, &selectors, Many::One)?;
     Ok(objects.remove(0))
 }
 
@@ -438,21 +468,27 @@ mod tests {
     #[test]
     fn selectors_need_a_match_and_multiple_for_several() {
         let vm = xapi_types::model::class("VM").unwrap();
-        let render = |n, multiple| check_count(vm, n, multiple).map_err(|e| e.render());
+        let render = |n, many| check_count(vm, n, many).map_err(|e| e.render());
         expect_test::expect![[r#"
             Err(
-                "No matching VMs found\n",
+                "Error: No matching VMs found\n",
             )
         "#]]
-        .assert_debug_eq(&render(0, true));
-        assert_eq!(render(1, false), Ok(()));
-        assert_eq!(render(3, true), Ok(()));
+        .assert_debug_eq(&render(0, Many::Multiple(true)));
+        assert_eq!(render(1, Many::One), Ok(()));
+        assert_eq!(render(3, Many::Multiple(true)), Ok(()));
         expect_test::expect![[r#"
             Err(
-                "Multiple matches for this command; please use --multiple or another selector\n",
+                "Error: Multiple matches VMs found. --multiple required to complete the operation\n",
             )
         "#]]
-        .assert_debug_eq(&render(2, false));
+        .assert_debug_eq(&render(2, Many::Multiple(false)));
+        expect_test::expect![[r#"
+            Err(
+                "Error: Multiple matching hosts found. Operation can only be performed on one host at a time\n",
+            )
+        "#]]
+        .assert_debug_eq(&check_count(xapi_types::model::class("host").unwrap(), 2, Many::One).map_err(|e| e.render()));
     }
 
     #[test]

@@ -111,8 +111,8 @@ fn help(all: bool, minimal: bool) -> String {
 }
 
 /// What a generic command does, for `xe help <command>`.
-fn generic_description(class: &'static xapi_types::model::Class, op: commands::Op) -> String {
-    let c = format::xe_class_name(class);
+fn generic_description(subject: &commands::Subject, op: commands::Op) -> String {
+    let c = &subject.noun;
     match op {
         commands::Op::List => format!(
             "Lists the {c} objects, with optional filters field=value or map:key=value, the fields to show in \
@@ -138,9 +138,9 @@ fn generic_description(class: &'static xapi_types::model::Class, op: commands::O
 
 /// `xe help <command>`, in xe's layout; with `--minimal` the parameter names, comma-separated (for completion).
 fn command_help(name: &str, minimal: bool) -> Result<String, XeError> {
-    let (reqd, optional, description) = if let Some((class, op)) = commands::resolve(name) {
-        let (reqd, optional) = ops::generic_params(class, op);
-        (reqd, optional, generic_description(class, op))
+    let (reqd, optional, description) = if let Some((subject, op)) = commands::resolve(name) {
+        let (reqd, optional) = ops::generic_params(&subject, op);
+        (reqd, optional, generic_description(&subject, op))
     } else if let Some(s) = ops::special(name) {
         let v = |p: &[&str]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         (v(s.reqd), v(s.optional), s.description.to_string())
@@ -199,7 +199,7 @@ fn run(argv: &[String]) -> Result<String, XeError> {
     }
     let mut client = connect(&cl)?;
     let result = match (generic, special) {
-        (Some((class, op)), _) => commands::run(&mut client, class, op, &cl.args),
+        (Some((subject, op)), _) => commands::run(&mut client, &subject, op, &cl.args),
         (None, Some(s)) => ops::run(&mut client, s, &cl.args),
         (None, None) => unreachable!("checked above"),
     };
@@ -326,6 +326,16 @@ mod tests {
             "vm-copy",
             "vm-snapshot",
             "vm-uninstall",
+            "template-list",
+            "template-param-set",
+            "template-uninstall",
+            "snapshot-list",
+            "snapshot-param-list",
+            "snapshot-uninstall",
+            "snapshot-destroy",
+            "snapshot-disk-list",
+            "snapshot-clone",
+            "snapshot-copy",
         ];
         for c in storage {
             assert!(names.contains(&c), "{c} missing from help --all");

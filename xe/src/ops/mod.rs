@@ -1,11 +1,12 @@
 //! The commands that are not generic, one table per subject: `misc` (`event-wait`, `task-cancel`,
-//! `host-compute-free-memory`), `vm` (power operations, install, clone, copy, snapshot, uninstall),
-//! `vm_storage` (`vm-disk-*`, `vm-cd-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`) and `vbd` (`vbd-*`). Each command
-//! is a row — name, parameters, what `xe help` says, and the function that runs it — and each runs as xe's
-//! `cli_operations.ml` does: the same XenAPI calls, the same output. A call the daemon does not implement yet
-//! (`NOT_IMPLEMENTED`) is said so plainly.
+//! `host-compute-free-memory`), `vm` (power operations, install, clone, copy, snapshot, uninstall), `vm_storage`
+//! (`vm-disk-*`, `vm-cd-*`), `snapshot` (`template-*`, `snapshot-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`) and
+//! `vbd` (`vbd-*`). Each command is a row — name, parameters, what `xe help` says, and the function that runs it —
+//! and each runs as xe's `cli_operations.ml` does: the same XenAPI calls, the same output. A call the daemon does
+//! not implement yet (`NOT_IMPLEMENTED`) is said so plainly.
 
 mod misc;
+mod snapshot;
 mod sr;
 mod vbd;
 mod vdi;
@@ -38,8 +39,15 @@ pub struct Special {
 /// The selectors a command on VMs takes.
 pub const VM_SELECTORS: &[&str] = &["uuid", "vm", "<field>=<value>", "--multiple"];
 
-const TABLES: [&[Special]; 6] =
-    [misc::SPECIALS, vm::SPECIALS, vm_storage::SPECIALS, sr::SPECIALS, vdi::SPECIALS, vbd::SPECIALS];
+const TABLES: [&[Special]; 7] = [
+    misc::SPECIALS,
+    vm::SPECIALS,
+    vm_storage::SPECIALS,
+    snapshot::SPECIALS,
+    sr::SPECIALS,
+    vdi::SPECIALS,
+    vbd::SPECIALS,
+];
 
 /// Every hand-written command.
 pub fn specials() -> impl Iterator<Item = &'static Special> {
@@ -156,9 +164,9 @@ pub fn vbd_records(client: &Client, vm: &Value) -> Result<Vec<(String, Value)>, 
 }
 
 /// The parameters `xe help <command>` shows for a generic command, from the datamodel.
-pub fn generic_params(class: &'static Class, op: commands::Op) -> (Vec<String>, Vec<String>) {
+pub fn generic_params(subject: &commands::Subject, op: commands::Op) -> (Vec<String>, Vec<String>) {
     use commands::Op;
-    let own = format::xe_class_name(class);
+    let (class, own) = (subject.class, subject.noun.clone());
     let names = |pred: &dyn Fn(usize, &model::Field) -> bool| -> Vec<String> {
         class.fields.iter().enumerate().filter(|(i, f)| pred(*i, f)).map(|(_, f)| format::xe_name(f.name)).collect()
     };

@@ -110,7 +110,7 @@ pub const SPECIALS: &[Special] = &[
     },
 ];
 
-fn forced(args: &Args) -> bool {
+pub(super) fn forced(args: &Args) -> bool {
     args.force || args.get("force").is_some_and(|f| f.eq_ignore_ascii_case("true"))
 }
 
@@ -158,7 +158,7 @@ fn vm_destroy(client: &mut Client, args: &Args) -> Result<String, XeError> {
 }
 
 /// Sets the new VMs' description when `new-name-description` is given, and prints their uuids.
-fn print_new(client: &Client, args: &Args, new: &[Value]) -> Result<String, XeError> {
+pub(super) fn print_new(client: &Client, args: &Args, new: &[Value]) -> Result<String, XeError> {
     let mut uuids = Vec::new();
     for vm in new {
         if let Some(d) = args.get("new-name-description") {
@@ -299,9 +299,14 @@ fn vm_uninstall(client: &mut Client, args: &Args) -> Result<String, XeError> {
             }
         }
     }
+    uninstall(client, &vms)
+}
+
+/// Destroys `vms` and their own disks (see [`doomed`]), printing xe's list of what goes.
+pub(super) fn uninstall(client: &Client, vms: &[(String, Value)]) -> Result<String, XeError> {
     let leaving: Vec<String> = vms.iter().map(|(r, _)| r.clone()).collect();
     let mut plan = Vec::new();
-    for (r, record) in &vms {
+    for (r, record) in vms {
         plan.push(doomed(client, r, record, &leaving)?);
     }
     let mut out = String::from("The following items are about to be destroyed\n");

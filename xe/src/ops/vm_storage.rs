@@ -197,6 +197,17 @@ fn rows(
 /// `vm-disk-list` / `vm-cd-list`: for each disk, `Disk N VBD:` and its VBD's fields, then (unless the drive is
 /// empty) `Disk N VDI:` and its VDI's; with `--minimal` the first field of each, comma-separated.
 fn disk_list(client: &mut Client, args: &Args, cd: bool) -> Result<String, XeError> {
+    let vms = select_vms(client, args, &["vbd-params", "vdi-params"], true, false)?;
+    disk_list_of(client, args, &vms, cd)
+}
+
+/// [`disk_list`] of the VMs `vms`.
+pub(super) fn disk_list_of(
+    client: &mut Client,
+    args: &Args,
+    vms: &[(String, Value)],
+    cd: bool,
+) -> Result<String, XeError> {
     let vbd_default: &[&str] =
         if cd { &["uuid", "vm-name-label", "userdevice", "empty"] } else { &["uuid", "vm-name-label", "userdevice"] };
     let vdi_default: &[&str] = &["uuid", "name-label", "virtual-size", "sr-name-label"];
@@ -210,11 +221,10 @@ fn disk_list(client: &mut Client, args: &Args, cd: bool) -> Result<String, XeErr
     let vdi_fields = split(args.get("vdi-params"), vdi_default);
     let vbd_fields: Vec<&str> = vbd_fields.iter().map(String::as_str).collect();
     let vdi_fields: Vec<&str> = vdi_fields.iter().map(String::as_str).collect();
-    let vms = select_vms(client, args, &["vbd-params", "vdi-params"], true, false)?;
     let (mut out, mut firsts) = (String::new(), Vec::new());
     let what = if cd { "CD" } else { "Disk" };
     for (_, vm) in vms {
-        for (n, (_, vbd)) in vbds_of(client, &vm, Some(what))?.into_iter().enumerate() {
+        for (n, (_, vbd)) in vbds_of(client, vm, Some(what))?.into_iter().enumerate() {
             let mut tables = vec![(format!("{what} {n} VBD:"), rows(client, "VBD", &vbd, &vbd_fields)?)];
             if vbd.get("empty") != Some(&Value::Bool(true)) {
                 let vdi = call(client, "VDI", "get_record", vec![("self", Value::str(field(&vbd, "VDI")))])?;

@@ -244,6 +244,27 @@ fn vm_disks(xe: &Xe, sr: &str, iso: &str) {
     let snap_disks =
         xe.val(&["vm-disk-list", &on_snap, "vbd-params=userdevice", "vdi-params=is-a-snapshot", "--minimal"]);
     assert_eq!(snap_disks, "0,true,2,true,3,true", "three disk snapshots, by device");
+    // The pseudo-classes: a snapshot is listed as one, not as a template; a template made from it is.
+    assert_eq!(xe.val(&["snapshot-list", &format!("snapshot-of={vm}"), "--minimal"]), snap);
+    assert_eq!(xe.val(&["snapshot-param-get", &format!("snapshot={snap}"), "param-name=name-label"]), "xe-disks-snap");
+    assert!(!xe.ok(&["template-list", "--minimal"]).contains(&snap));
+    let listed =
+        xe.val(&["snapshot-disk-list", &format!("snapshot-uuid={snap}"), "vbd-params=userdevice", "--minimal"]);
+    assert_eq!(listed.split(',').step_by(2).collect::<Vec<_>>(), ["0", "2", "3"]);
+    let template = xe.val(&["snapshot-clone", &on_snap, "new-name-label=xe-disks-template"]);
+    assert_eq!(xe.val(&["template-list", "name-label=xe-disks-template", "--minimal"]), template);
+    xe.ok(&["template-param-set", &format!("uuid={template}"), "name-description=from a snapshot"]);
+    let description = xe.val(&["template-param-get", "template=xe-disks-template", "param-name=name-description"]);
+    assert_eq!(description, "from a snapshot");
+    let not_one = xe.err(&["snapshot-destroy", &format!("uuid={template}")]);
+    assert_eq!(
+        not_one,
+        format!("Error: This operation can only be performed on a VM snapshot. {template} is not a VM snapshot.\n")
+    );
+    let gone = xe.ok(&["template-uninstall", &format!("template-uuid={template}"), "--force"]);
+    assert_eq!(gone.lines().filter(|l| l.starts_with("VDI: ")).count(), 3, "{gone}");
+    assert!(!exists(xe, "vm", &template));
+
     let copy = xe.val(&["vm-copy", "vm=xe-disks", "new-name-label=xe-disks-copy", &format!("sr-uuid={sr}")]);
     let copied = xe.val(&[
         "vm-disk-list",

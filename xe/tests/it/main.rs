@@ -243,4 +243,7 @@ fn bash_completion_completes_commands_and_parameters() {
     assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=\n");
     assert_eq!(complete("xe pool-param-set other-c"), "other-config:\n");
     assert_eq!(complete("xe vm-shutdown --mu"), "--multiple\n");
+    assert_eq!(complete("xe sr-create device-c"), "device-config:\n");
+    assert_eq!(complete("xe vdi-cr"), "vdi-create\n");
+    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get\n");
 }

@@ -49,27 +49,61 @@ impl Op {
     }
 }
 
-/// A command name resolved to a class and an operation.
-pub fn resolve(command: &str) -> Option<(&'static Class, Op)> {
+/// xe's pseudo-classes: VMs seen through a filter (`template-list`, `snapshot-param-get`, …), as xapi's
+/// `Cli_operations.gen_cmds` makes them.
+pub struct Pseudo {
+    pub name: &'static str,
+    pub class: &'static str,
+    /// The selectors every command of the pseudo-class implies.
+    pub scope: &'static [(&'static str, &'static str)],
+}
+
+pub const PSEUDO: [Pseudo; 2] = [
+    Pseudo { name: "template", class: "VM", scope: &[("is-a-template", "true"), ("is-a-snapshot", "false")] },
+    Pseudo { name: "snapshot", class: "VM", scope: &[("is-a-snapshot", "true")] },
+];
+
+/// What a generic command is about: a class, or a pseudo-class of it.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub class: &'static Class,
+    /// The command's prefix (`vm`, `host-cpu`, `template`).
+    pub noun: String,
+    pub scope: &'static [(&'static str, &'static str)],
+}
+
+/// Every class and pseudo-class with generic commands.
+fn subjects() -> impl Iterator<Item = Subject> {
+    let classes = format::listable_classes().map(|c| Subject { class: c, noun: format::xe_class_name(c), scope: &[] });
+    let pseudo = PSEUDO.iter().filter_map(|p| {
+        let class = xapi_types::model::class(p.class).filter(|c| c.has_get_all_records())?;
+        Some(Subject { class, noun: p.name.to_string(), scope: p.scope })
+    });
+    classes.chain(pseudo)
+}
+
+/// A command name resolved to what it is about and an operation.
+pub fn resolve(command: &str) -> Option<(Subject, Op)> {
     Op::BY_SUFFIX.iter().find_map(|(suffix, op)| {
         let prefix = command.strip_suffix(suffix)?;
-        format::listable_classes().find(|c| format::xe_class_name(c) == prefix).map(|c| (c, *op))
+        subjects().find(|s| s.noun == prefix).map(|s| (s, *op))
     })
 }
 
 /// Every generic command name, sorted.
 pub fn all_commands() -> Vec<String> {
-    let mut names: Vec<String> = format::listable_classes()
-        .flat_map(|c| Op::ALL.map(|op| format!("{}{}", format::xe_class_name(c), op.suffix())))
-        .collect();
+    let mut names: Vec<String> =
+        subjects().flat_map(|s| Op::ALL.map(|op| format!("{}{}", s.noun, op.suffix()))).collect();
     names.sort();
     names
 }
 
 /// What a command was given on its command line.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Args {
     pub params: Vec<(String, String)>,
+    /// Selectors the command implies (a pseudo-class's); with them VM templates can be chosen.
+    pub scope: Vec<(String, String)>,
     pub minimal: bool,
     /// `--multiple`: a selector may choose more than one object.
     pub multiple: bool,
@@ -83,7 +117,7 @@ impl Args {
     }
 
     pub fn require(&self, name: &str) -> Result<&str, XeError> {
-        self.get(name).ok_or_else(|| XeError::Usage(format!("Required parameter not found: {name}")))
+        self.get(name).ok_or_else(|| XeError::missing(name))
     }
 
     /// The parameters other than those named in `except`.
@@ -92,7 +126,16 @@ impl Args {
     }
 }
 
-pub fn run(client: &mut Client, class: &'static Class, op: Op, args: &Args) -> Result<String, XeError> {
+pub fn run(client: &mut Client, subject: &Subject, op: Op, args: &Args) -> Result<String, XeError> {
+    let class = subject.class;
+    // `template=<name or uuid>` is the pseudo-class's own selector, as `vm=` is the class's.
+    let own = format::xe_class_name(class);
+    let mut args = args.clone();
+    for (k, _) in args.params.iter_mut().filter(|(k, _)| *k == subject.noun) {
+        k.clone_from(&own);
+    }
+    args.scope.extend(subject.scope.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let args = &args;
     match op {
         Op::List => list(client, class, args),
         Op::ParamList => {
@@ -123,6 +166,17 @@ pub fn select(
     class: &'static Class,
     selectors: &[(String, String)],
 ) -> Result<Vec<(String, Value)>, XeError> {
+    select_where(client, class, selectors, false)
+}
+
+/// [`select`], with `templates` saying whether VM templates (and snapshots, which are templates) are chosen too
+/// without an explicit `is-a-template=` (as xe's `vm-clone` and `vm-copy` choose them).
+pub fn select_where(
+    client: &mut Client,
+    class: &'static Class,
+    selectors: &[(String, String)],
+    templates: bool,
+) -> Result<Vec<(String, Value)>, XeError> {
     let own = format::xe_class_name(class);
     for (name, _) in selectors.iter().filter(|(k, _)| k != "uuid" && *k != own) {
         field(class, name.split_once(':').map_or(name.as_str(), |(map, _)| map))?;
@@ -134,7 +188,8 @@ pub fn select(
     // As in xe, the VM commands leave templates and snapshots out unless asked for them (or given a uuid).
     let mut selectors = selectors.to_vec();
     if class.name == "VM" && !selectors.iter().any(|(k, _)| k == "uuid") {
-        for hidden in ["is-a-template", "is-a-snapshot"] {
+        let hidden: &[&str] = if templates { &[] } else { &["is-a-template", "is-a-snapshot"] };
+        for &hidden in hidden {
             if !selectors.iter().any(|(k, _)| k == hidden) {
                 selectors.push((hidden.to_string(), "false".to_string()));
             }
@@ -157,25 +212,43 @@ pub fn select(
     Ok(objects)
 }
 
-/// [`select`] for an operation: no match is an error, and so are several without `--multiple`.
+/// How many objects an operation may work on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Many {
+    /// One at a time (`vm-clone`, `vm-copy`, the `-param-…` commands).
+    One,
+    /// Several when `--multiple` was given (the `bool`).
+    Multiple(bool),
+}
+
+/// [`select`] for an operation: no match is an error, and so are several unless allowed.
 pub fn select_for_op(
     client: &mut Client,
     class: &'static Class,
     selectors: &[(String, String)],
-    multiple: bool,
+    many: Many,
 ) -> Result<Vec<(String, Value)>, XeError> {
     let objects = select(client, class, selectors)?;
-    check_count(class, objects.len(), multiple)?;
+    check_count(class, objects.len(), many)?;
     Ok(objects)
 }
 
-/// No match is an error, and so are several without `--multiple`.
-fn check_count(class: &Class, n: usize, multiple: bool) -> Result<(), XeError> {
-    match n {
-        0 => Err(XeError::Usage(format!("No matching {}s found", class.name))),
-        1 => Ok(()),
-        _ if multiple => Ok(()),
-        _ => Err(XeError::Usage("Multiple matches for this command; please use --multiple or another selector".into())),
+/// No match is an error, and so are several unless allowed, in xe's words (`do_vm_op`, `do_host_op`; xe writes
+/// "matches VMs" where it writes "matching hosts").
+pub fn check_count(class: &Class, n: usize, many: Many) -> Result<(), XeError> {
+    let (what, one) = match class.name {
+        "VM" => ("matches VMs".to_string(), "VM".to_string()),
+        name => (format!("matching {name}s"), name.to_string()),
+    };
+    match (n, many) {
+        (0, _) => Err(XeError::Failure(format!("No matching {}s found", class.name))),
+        (1, _) | (_, Many::Multiple(true)) => Ok(()),
+        (_, Many::Multiple(false)) => {
+            Err(XeError::Failure(format!("Multiple {what} found. --multiple required to complete the operation")))
+        }
+        (_, Many::One) => Err(XeError::Failure(format!(
+            "Multiple {what} found. Operation can only be performed on one {one} at a time"
+        ))),
     }
 }
 
@@ -185,10 +258,12 @@ fn select_one(client: &mut Client, class: &'static Class, args: &Args) -> Result
     let selectors: Vec<(String, String)> =
         args.params.iter().filter(|(k, _)| k == "uuid" || *k == own).cloned().collect();
     if selectors.is_empty() {
-        return Err(XeError::Usage("Required parameter not found: uuid".into()));
+        return Err(XeError::missing("uuid"));
     }
-    let mut objects = select_for_op(client, class, &selectors, false)?;
-    Ok(objects.remove(0))
+    let selectors = [selectors, args.scope.clone()].concat();
+    let objects = select_where(client, class, &selectors, !args.scope.is_empty())?;
+    check_count(class, objects.len(), Many::One)?;
+    Ok(objects.into_iter().next().expect("one object"))
 }
 
 /// The parameters a `-param-…` command does not take as its own: neither selectors nor `param-…`.
@@ -230,7 +305,9 @@ pub fn matches(
 }
 
 fn list(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
-    let records: Vec<Value> = select(client, class, &args.other(&["params"]))?.into_iter().map(|(_, r)| r).collect();
+    let selectors = [args.other(&["params"]), args.scope.clone()].concat();
+    let records: Vec<Value> =
+        select_where(client, class, &selectors, !args.scope.is_empty())?.into_iter().map(|(_, r)| r).collect();
     let selected: Vec<usize> = match args.get("params") {
         Some("all") => (0..class.fields.len()).collect(),
         Some(names) => names.split(',').map(|n| field(class, n.trim()).map(|(i, _)| i)).collect::<Result<_, _>>()?,
@@ -438,38 +515,48 @@ mod tests {
     #[test]
     fn selectors_need_a_match_and_multiple_for_several() {
         let vm = xapi_types::model::class("VM").unwrap();
-        let render = |n, multiple| check_count(vm, n, multiple).map_err(|e| e.render());
+        let render = |n, many| check_count(vm, n, many).map_err(|e| e.render());
         expect_test::expect![[r#"
             Err(
-                "No matching VMs found\n",
+                "Error: No matching VMs found\n",
             )
         "#]]
-        .assert_debug_eq(&render(0, true));
-        assert_eq!(render(1, false), Ok(()));
-        assert_eq!(render(3, true), Ok(()));
+        .assert_debug_eq(&render(0, Many::Multiple(true)));
+        assert_eq!(render(1, Many::One), Ok(()));
+        assert_eq!(render(3, Many::Multiple(true)), Ok(()));
         expect_test::expect![[r#"
             Err(
-                "Multiple matches for this command; please use --multiple or another selector\n",
+                "Error: Multiple matches VMs found. --multiple required to complete the operation\n",
             )
         "#]]
-        .assert_debug_eq(&render(2, false));
+        .assert_debug_eq(&render(2, Many::Multiple(false)));
+        expect_test::expect![[r#"
+            Err(
+                "Error: Multiple matching hosts found. Operation can only be performed on one host at a time\n",
+            )
+        "#]]
+        .assert_debug_eq(&check_count(xapi_types::model::class("host").unwrap(), 2, Many::One).map_err(|e| e.render()));
     }
 
     #[test]
     fn commands_resolve_to_classes_and_operations() {
         let (c, op) = resolve("vm-param-list").unwrap();
-        assert_eq!((c.name, op), ("VM", Op::ParamList));
+        assert_eq!((c.class.name, op), ("VM", Op::ParamList));
+        let (c, op) = resolve("template-list").unwrap();
+        assert_eq!((c.class.name, c.noun.as_str(), op), ("VM", "template", Op::List));
+        assert_eq!(resolve("snapshot-param-get").unwrap().0.scope, [("is-a-snapshot", "true")]);
+        assert!(all_commands().contains(&"snapshot-param-clear".to_string()));
         let (c, op) = resolve("host-cpu-list").unwrap();
-        assert_eq!((c.name, op), ("host_cpu", Op::List));
+        assert_eq!((c.class.name, op), ("host_cpu", Op::List));
         let (c, op) = resolve("vm-metrics-param-get").unwrap();
-        assert_eq!((c.name, op), ("VM_metrics", Op::ParamGet));
+        assert_eq!((c.class.name, op), ("VM_metrics", Op::ParamGet));
         assert!(resolve("foo-list").is_none());
         assert!(resolve("vm-start").is_none());
         assert!(all_commands().contains(&"pool-param-set".to_string()));
         let (c, op) = resolve("vm-param-remove").unwrap();
-        assert_eq!((c.name, op), ("VM", Op::ParamRemove));
+        assert_eq!((c.class.name, op), ("VM", Op::ParamRemove));
         let (c, op) = resolve("pool-param-clear").unwrap();
-        assert_eq!((c.name, op), ("pool", Op::ParamClear));
+        assert_eq!((c.class.name, op), ("pool", Op::ParamClear));
         assert_eq!(resolve("sr-param-add").unwrap().1, Op::ParamAdd);
     }
 }

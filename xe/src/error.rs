@@ -13,12 +13,14 @@ pub enum XeError {
     Api(Vec<String>),
     /// A command-line mistake, already worded.
     Usage(String),
+    /// What xe's own checks refuse (xapi's `Cli_failure`/`Record_failure`): printed as `Error: <message>`.
+    Failure(String),
     /// The daemon could not be reached or answered something that is not XML-RPC.
     Transport(String),
 }
 
 /// The sentence xe prints first for the codes a command line user meets most (xapi's own documentation text,
-/// except for the authentication failure, which xe shortens).
+/// `datamodel_errors.ml`, except for the authentication failure, which xe shortens).
 fn sentence(code: &str) -> Option<&'static str> {
     Some(match code {
         "UUID_INVALID" => "The uuid you supplied was invalid.",
@@ -46,15 +48,64 @@ fn sentence(code: &str) -> Option<&'static str> {
         "VM_IS_TEMPLATE" => "The operation attempted is not valid for a template VM",
         "HOST_NOT_ENOUGH_FREE_MEMORY" => "Not enough server memory is available to perform this operation.",
         "VM_SHUTDOWN_TIMEOUT" => "VM failed to shutdown before the timeout expired",
+        // Storage (xapi's documentation text of each code).
+        "SR_HAS_PBD" => "The SR is still connected to a host via a PBD. It cannot be destroyed or forgotten.",
+        "SR_NOT_EMPTY" => "The SR operation cannot be performed because the SR is not empty.",
+        "SR_UNKNOWN_DRIVER" => "The SR could not be connected because the driver was not recognised.",
+        "SR_BACKEND_FAILURE" => "There was an SR backend failure.",
+        "SR_OPERATION_NOT_SUPPORTED" => {
+            "The SR backend does not support the operation (check the SR's allowed operations)"
+        }
+        "SR_NOT_ATTACHED" => "The SR is not attached.",
+        "SR_FULL" => "The SR is full. Requested new size exceeds the maximum size",
+        "PBD_EXISTS" => "A PBD already exists connecting the SR to the server.",
+        "VDI_IN_USE" => "This operation cannot be performed because this VDI is in use by some other operation",
+        "VDI_NOT_MANAGED" => "This operation cannot be performed because the system does not manage this VDI",
+        "VDI_TOO_SMALL" => "The VDI is too small. Please resize it to at least the minimum size.",
+        "VDI_READONLY" => "The operation required write access but this VDI is read-only",
+        "VDI_LOCATION_MISSING" => {
+            "This operation cannot be performed because the specified VDI could not be found in the specified SR"
+        }
+        "VDI_MISSING" => {
+            "This operation cannot be performed because the specified VDI could not be found on the storage substrate"
+        }
+        "VDI_IS_NOT_ISO" => "This operation can only be performed on CD VDIs (iso files or CDROM drives)",
+        "VDI_NOT_AVAILABLE" => {
+            "This operation cannot be performed because this VDI could not be properly attached to the VM."
+        }
+        "VBD_CDS_MUST_BE_READONLY" => "Read/write CDs are not supported",
+        "VBD_NOT_REMOVABLE_MEDIA" => "Media could not be ejected because it is not removable",
+        "VBD_NOT_EMPTY" => "Operation could not be performed because the drive is not empty",
+        "VBD_IS_EMPTY" => "Operation could not be performed because the drive is empty",
+        "VBD_NOT_UNPLUGGABLE" => "Drive could not be hot-unplugged because it is not marked as unpluggable",
+        "DEVICE_ALREADY_EXISTS" => "A device with the name given already exists on the selected VM",
+        "DEVICE_ALREADY_ATTACHED" => "The device is already attached to a VM",
+        "DEVICE_ALREADY_DETACHED" => "The device is not currently attached",
+        "DEVICE_DETACH_REJECTED" => "The VM rejected the attempt to detach the device.",
+        "DEVICE_NOT_ATTACHED" => "The operation could not be performed because the VBD was not connected to the VM.",
+        "INVALID_DEVICE" => "The device name is invalid",
+        "DEFAULT_SR_NOT_FOUND" => "The default SR reference does not point to a valid SR",
+        "VM_NO_EMPTY_CD_VBD" => "The VM has no empty CD drive (VBD).",
+        "INVALID_VALUE" => "The value given is invalid",
+        "INTERNAL_ERROR" => {
+            "The server failed to handle your request, due to an internal error. The given message may give \
+             details useful for debugging the problem."
+        }
         _ => return None,
     })
 }
 
 impl XeError {
+    /// A required parameter was not given (xapi's `ParamNotFound`).
+    pub fn missing(name: &str) -> XeError {
+        XeError::Usage(format!("Required parameter not found: {name}\nFor usage run: 'xe help'"))
+    }
+
     /// The text for stderr, ending in a newline.
     pub fn render(&self) -> String {
         match self {
             XeError::Usage(msg) | XeError::Transport(msg) => format!("{msg}\n"),
+            XeError::Failure(msg) => format!("Error: {msg}\n"),
             XeError::Api(description) => render_api(description),
         }
     }
@@ -70,15 +121,16 @@ fn render_api(description: &[String]) -> String {
         None => format!("Error code: {code}\n"),
     };
     match names {
-        Some(names) => {
+        Some(names) if !names.is_empty() => {
             for (i, value) in params.iter().enumerate() {
                 match names.get(i) {
                     Some(name) => out.push_str(&format!("{name}: {value}\n")),
-                    None => out.push_str(&format!("{value}\n")),
+                    None => out.push_str(&format!("<extra>: {value}\n")),
                 }
             }
         }
-        None => out.push_str(&format!("Error parameters: {}\n", params.join(", "))),
+        _ if params.is_empty() => {}
+        _ => out.push_str(&format!("Error parameters: {}\n", params.join(", "))),
     }
     out
 }

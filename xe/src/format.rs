@@ -3,7 +3,7 @@
 //! * Field names: the datamodel's with `_` → `-` (`name_label` → `name-label`); class names lower-cased too
 //!   (`VM_metrics` → `vm-metrics`).
 //! * Markers: `( RO)`/`( RW)` for scalars, `(SRO)`/`(SRW)` for sets, `(MRO)`/`(MRW)` for maps (RW when the
-//!   datamodel has a setter or `add_to_…`).
+//!   field is read-write or the datamodel has a setter, `add_to_…` or `add_…` for it, as `VDI.set_name_label`).
 //! * Values: sets joined with `; `, maps as `key: value; key2: value2`, enums lower-case, bools `true`/`false`,
 //!   references as the uuid of the object they name (`<not in database>` for none).
 //! * A record: the first line's name padded on the right, the others on the left, to 4 + the longest name, each
@@ -32,9 +32,14 @@ pub fn listable_classes() -> impl Iterator<Item = &'static Class> {
     model::classes().iter().copied().filter(|c| c.has_get_all_records())
 }
 
-/// A field by its xe name.
+/// A field by its xe name. As in xe's records, a reference field `F` can also be named `<f>-uuid` (`sr-uuid` for a
+/// VDI's `SR`, `vm-uuid` for a VBD's `VM`): its value is printed as the uuid anyway.
 pub fn field_by_xe_name(class: &Class, name: &str) -> Option<(usize, &'static Field)> {
-    class.fields.iter().enumerate().find(|(_, f)| xe_name(f.name) == name)
+    let fields = || class.fields.iter().enumerate();
+    fields().find(|(_, f)| xe_name(f.name) == name).or_else(|| {
+        let target = name.strip_suffix("-uuid")?;
+        fields().find(|(_, f)| matches!(f.ty, Ty::Ref(_)) && xe_name(f.name).eq_ignore_ascii_case(target))
+    })
 }
 
 fn has(class: &Class, kind: MsgKind) -> bool {
@@ -50,7 +55,7 @@ pub fn marker(class: &Class, index: usize, field: &Field) -> &'static str {
         Ty::Set(_) => "SRO",
         Ty::Map(..) if rw || has(class, MsgKind::MapAdd(i)) => "MRW",
         Ty::Map(..) => "MRO",
-        _ if rw => " RW",
+        _ if rw || has(class, MsgKind::Set(i)) => " RW",
         _ => " RO",
     }
 }
@@ -219,7 +224,7 @@ mod tests {
                      is-a-template ( RW): false
                        resident-on ( RO): uuid-of-host1
                           affinity ( RW): <not in database>
-                 memory-static-max ( RO): 4294967296
+                 memory-static-max ( RW): 4294967296
                               VBDs (SRO): uuid-of-vbd1; uuid-of-vbd2
                       other-config (MRW): foo: bar; perfmon: x
                               tags (SRW): prod; db
@@ -227,6 +232,18 @@ mod tests {
 
         "#]]
         .assert_eq(&block(&rows));
+    }
+
+    #[test]
+    fn reference_fields_answer_to_their_uuid_name() {
+        let vdi = model::class("VDI").unwrap();
+        assert_eq!(field_by_xe_name(vdi, "sr-uuid").map(|(_, f)| f.name), Some("SR"));
+        assert_eq!(field_by_xe_name(vdi, "SR").map(|(_, f)| f.name), Some("SR"));
+        let vbd = model::class("VBD").unwrap();
+        assert_eq!(field_by_xe_name(vbd, "vm-uuid").map(|(_, f)| f.name), Some("VM"));
+        assert_eq!(field_by_xe_name(vbd, "vdi-uuid").map(|(_, f)| f.name), Some("VDI"));
+        assert!(field_by_xe_name(vdi, "name-label-uuid").is_none(), "only references have a -uuid name");
+        assert_eq!(field_by_xe_name(vdi, "uuid").map(|(_, f)| f.name), Some("uuid"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod error;
 mod format;
 mod http;
 mod ops;
+mod params;
 
 use std::path::PathBuf;
 
@@ -78,7 +79,7 @@ fn parse(argv: &[String]) -> Result<CommandLine, XeError> {
 /// Every command name, sorted: the generic ones, the hand-written ones and `help`.
 fn command_names() -> Vec<String> {
     let mut names = commands::all_commands();
-    names.extend(ops::SPECIALS.iter().map(|s| s.name.to_string()));
+    names.extend(ops::specials().map(|s| s.name.to_string()));
     names.push("help".into());
     names.sort();
     names
@@ -110,8 +111,8 @@ fn help(all: bool, minimal: bool) -> String {
 }
 
 /// What a generic command does, for `xe help <command>`.
-fn generic_description(class: &'static xapi_types::model::Class, op: commands::Op) -> String {
-    let c = format::xe_class_name(class);
+fn generic_description(subject: &commands::Subject, op: commands::Op) -> String {
+    let c = &subject.noun;
     match op {
         commands::Op::List => format!(
             "Lists the {c} objects, with optional filters field=value or map:key=value, the fields to show in \
@@ -137,9 +138,9 @@ fn generic_description(class: &'static xapi_types::model::Class, op: commands::O
 
 /// `xe help <command>`, in xe's layout; with `--minimal` the parameter names, comma-separated (for completion).
 fn command_help(name: &str, minimal: bool) -> Result<String, XeError> {
-    let (reqd, optional, description) = if let Some((class, op)) = commands::resolve(name) {
-        let (reqd, optional) = ops::generic_params(class, op);
-        (reqd, optional, generic_description(class, op))
+    let (reqd, optional, description) = if let Some((subject, op)) = commands::resolve(name) {
+        let (reqd, optional) = ops::generic_params(&subject, op);
+        (reqd, optional, generic_description(&subject, op))
     } else if let Some(s) = ops::special(name) {
         let v = |p: &[&str]| p.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         (v(s.reqd), v(s.optional), s.description.to_string())
@@ -193,12 +194,16 @@ fn run(argv: &[String]) -> Result<String, XeError> {
     if generic.is_none() && special.is_none() {
         return Err(XeError::Usage(format!("Unknown command: {command}\nFor usage run: 'xe help'")));
     }
+    if let Some(s) = special {
+        ops::check_required(s, &cl.args)?;
+    }
     let mut client = connect(&cl)?;
     let result = match (generic, special) {
-        (Some((class, op)), _) => commands::run(&mut client, class, op, &cl.args),
+        (Some((subject, op)), _) => commands::run(&mut client, &subject, op, &cl.args),
         (None, Some(s)) => ops::run(&mut client, s, &cl.args),
         (None, None) => unreachable!("checked above"),
     };
+    let result = result.map_err(|e| client.name_error_refs(e));
     let logout = client.logout();
     let out = result?;
     logout?;
@@ -270,6 +275,83 @@ mod tests {
         }
         assert!(run(&argv("help --all")).unwrap().contains("\n    vm-unpause\n"));
         assert!(run(&argv("help nothing-such")).is_err());
+    }
+
+    #[test]
+    fn help_describes_the_storage_commands() {
+        expect_test::expect![[r#"
+            command name            : vdi-create
+                    reqd params     : sr-uuid, name-label, virtual-size
+                    optional params : type, sharable, read-only, sm-config:, tags:
+                    description     : Creates a VDI of virtual-size (bytes, or with a suffix KiB, MiB, GiB, TiB) on the SR and prints its uuid. Type is 'system', 'user' (the default), 'suspend' or 'crashdump'.
+        "#]]
+        .assert_eq(&run(&argv("help vdi-create")).unwrap());
+        expect_test::expect![[r#"
+            name-label,type,name-description,host-uuid,device-config:,shared,physical-size,content-type,sm-config:
+        "#]]
+        .assert_eq(&run(&argv("help sr-create --minimal")).unwrap());
+        let all = run(&argv("help --all --minimal")).unwrap();
+        let names: Vec<&str> = all.trim().split(',').collect();
+        let storage = [
+            "sr-create",
+            "sr-introduce",
+            "sr-forget",
+            "sr-destroy",
+            "sr-scan",
+            "sr-probe",
+            "pbd-create",
+            "pbd-plug",
+            "pbd-unplug",
+            "pbd-destroy",
+            "vdi-create",
+            "vdi-destroy",
+            "vdi-resize",
+            "vdi-snapshot",
+            "vdi-clone",
+            "vdi-copy",
+            "vdi-introduce",
+            "vdi-forget",
+            "vbd-create",
+            "vbd-destroy",
+            "vbd-plug",
+            "vbd-unplug",
+            "vbd-eject",
+            "vbd-insert",
+            "vm-disk-add",
+            "vm-disk-list",
+            "vm-cd-add",
+            "vm-cd-insert",
+            "vm-cd-eject",
+            "vm-cd-remove",
+            "vm-copy",
+            "vm-snapshot",
+            "vm-uninstall",
+            "template-list",
+            "template-param-set",
+            "template-uninstall",
+            "snapshot-list",
+            "snapshot-param-list",
+            "snapshot-uninstall",
+            "snapshot-destroy",
+            "snapshot-disk-list",
+            "snapshot-clone",
+            "snapshot-copy",
+        ];
+        for c in storage {
+            assert!(names.contains(&c), "{c} missing from help --all");
+            let help = run(&argv(&format!("help {c}"))).unwrap();
+            assert!(help.starts_with(&format!("command name            : {c}\n")), "{help}");
+        }
+    }
+
+    #[test]
+    fn a_missing_required_parameter_is_reported_before_connecting() {
+        let err = run(&argv("vdi-create name-label=x virtual-size=1")).unwrap_err();
+        expect_test::expect![[r#"
+            Required parameter not found: sr-uuid
+            For usage run: 'xe help'
+        "#]]
+        .assert_eq(&err.render());
     }
 
     #[test]

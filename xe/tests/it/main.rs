@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod storage;
+
 const PASSWORD: &str = "pw";
 
 /// The daemon binary, built next to `xe` (same target dir and profile).
@@ -57,6 +59,18 @@ impl Xe {
         assert!(out.status.success(), "xe {args:?} failed: {stderr}");
         String::from_utf8(out.stdout).unwrap()
     }
+
+    /// Runs `xe`, insists on success, and returns its stdout without the final newline (as `$(xe …)` does).
+    fn val(&self, args: &[&str]) -> String {
+        self.ok(args).trim_end_matches('\n').to_string()
+    }
+
+    /// Runs `xe`, insists on failure (exit 1), and returns its stderr.
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(out.status.code(), Some(1), "xe {args:?} did not fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
 }
 
 fn exercise(xe: &Xe, new_name: &str) {
@@ -105,7 +119,7 @@ fn exercise(xe: &Xe, new_name: &str) {
     let none = xe.run(&["vm-start", "power-state=halted"]);
     assert_eq!(
         (none.status.code(), String::from_utf8_lossy(&none.stderr).as_ref()),
-        (Some(1), "No matching VMs found\n")
+        (Some(1), "Error: No matching VMs found\n")
     );
     let none = xe.run(&["task-cancel", "uuid-free-filter=x"]);
     assert_eq!(String::from_utf8_lossy(&none.stderr), "Unknown field 'uuid-free-filter' for class task.\n");
@@ -157,17 +171,16 @@ fn exercise(xe: &Xe, new_name: &str) {
     );
 }
 
-#[test]
-fn xe_against_the_real_daemon() {
-    let server = xapi_server_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("xapi");
+/// Starts the daemon (without a hypervisor) in `dir`, listening on a free loopback port and on `dir/xapi`; an
+/// `xe` that talks to it over TCP with the root password.
+fn start_daemon(dir: &Path) -> (Daemon, Xe) {
+    let socket = dir.join("xapi");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _daemon = Daemon(
-        Command::new(server)
+    let daemon = Daemon(
+        Command::new(xapi_server_binary())
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args(["--http", &addr.to_string(), "--libvirt-uri", "none"])
             .arg("--socket")
             .arg(&socket)
@@ -183,8 +196,14 @@ fn xe_against_the_real_daemon() {
         assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (daemon, Xe { socket, port, tcp: true })
+}
 
-    let tcp = Xe { socket: socket.clone(), port, tcp: true };
+#[test]
+fn xe_against_the_real_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, tcp) = start_daemon(dir.path());
+    let (socket, port) = (tcp.socket.clone(), tcp.port);
     exercise(&tcp, "over-tcp");
     let wrong = Command::new(env!("CARGO_BIN_EXE_xe"))
         .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-u", "root", "-pw", "wrong", "vm-list"])
@@ -224,4 +243,7 @@ fn bash_completion_completes_commands_and_parameters() {
     assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=\n");
     assert_eq!(complete("xe pool-param-set other-c"), "other-config:\n");
     assert_eq!(complete("xe vm-shutdown --mu"), "--multiple\n");
+    assert_eq!(complete("xe sr-create device-c"), "device-config:\n");
+    assert_eq!(complete("xe vdi-cr"), "vdi-create\n");
+    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get\n");
 }

@@ -111,7 +111,7 @@ fn check_standalone(t: &Target) -> Result<(), ApiError> {
 }
 
 /// Checks the target, creates the new file (and the spool), then receives the body into them and swaps the new
-/// file in. The result is the task's: the VDI's ref.
+/// file in.
 async fn receive(
     state: &Arc<State>,
     t: Target,
@@ -189,7 +189,8 @@ async fn receive(
             drop(temps);
             sync::sr_held(&st, &t.sr)
         })?;
-        Ok(t.vdi.clone())
+        // The task's result is the XML-RPC value of the VDI's ref, as for an `Async.` call returning it.
+        Ok(format!("<value>{}</value>", t.vdi))
     })
     .await
     .map_err(ApiError::internal)?

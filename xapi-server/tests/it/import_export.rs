@@ -287,6 +287,7 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
     assert_eq!(put(api.d.addr, &target, &after).0, 200);
     assert_eq!(api.str_of("task.get_status", &task), "success");
     assert_eq!(api.ok("task.get_progress", &[task.clone()]), Value::Float(1.0));
+    assert_eq!(api.str_of("task.get_result", &task), format!("<value>{}</value>", v.as_str().unwrap()));
     assert!(api.export(&v, "raw") == after);
 
     // A VDI with a snapshot is refused: the import would cut its chain.
@@ -296,4 +297,23 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
     assert!(body.starts_with("IMPORT_ERROR"), "{body}");
     assert!(api.export(&snap, "raw") == after);
     assert!(no_temporary_files(&dir));
+}
+
+#[test]
+fn a_disk_in_use_is_neither_imported_into_nor_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let vm = api.vm("with disk");
+    let vdi = api.new_vdi(&sr, "root", 8 * MIB);
+    let data = pattern(8 * MIB as usize);
+    assert_eq!(api.import(&vdi, "raw", &data).0, 200);
+    api.new_vbd(&vm, Some(&vdi), "0", "Disk", "RW").unwrap();
+    api.ok("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
+    let (status, body) = api.import(&vdi, "raw", b"abc");
+    assert_eq!((status, body.trim()), (409, format!("VDI_IN_USE {} import", vdi.as_str().unwrap()).as_str()));
+    let target = format!("/export_raw_vdi?session_id={}&vdi={}&format=raw", api.session(), vdi.as_str().unwrap());
+    assert_eq!(get(api.d.addr, &target).0, 409);
+    api.ok("VM.hard_shutdown", &[vm.clone()]);
+    assert!(api.export(&vdi, "raw") == data);
 }

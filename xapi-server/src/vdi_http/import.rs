@@ -7,13 +7,17 @@
 //! under the SR's lock, followed by a rescan. Every failure (bad data, too long, truncated, disconnected,
 //! cancelled) deletes the temporary files and leaves the VDI as it was.
 //!
+//! One import at a time per VDI; temporary files that no running import owns are a crash's leftovers, removed
+//! by the next import of that VDI.
+//!
 //! Refused: a VDI in use (attached, exported, its block server running), and one with a parent or children
 //! (a snapshot chain; replacing the leaf's file would cut it off).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State as AxState};
@@ -22,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use storage_repo::block::BlockDevice;
 use storage_repo::formats::vhd::{self, Chain, DiskType};
+use uuid::Uuid;
 use xapi_types::generated::errors as codes;
 
 use super::{Format, PIECE, Target, authenticate, check_unused, conclude, target};
@@ -55,18 +60,41 @@ pub async fn import(
     conclude(task, outcome)
 }
 
-/// Files that are deleted when this is dropped, whatever happened (errors, a dropped handler).
-struct Temps(Vec<PathBuf>);
+/// The VDIs (file UUIDs) an import is writing: one import at a time per VDI. Temporary files of a VDI not in
+/// here are a crash's leftovers (only this daemon writes them), removed by the next import.
+static IMPORTING: Mutex<BTreeSet<Uuid>> = Mutex::new(BTreeSet::new());
+
+fn importing() -> std::sync::MutexGuard<'static, BTreeSet<Uuid>> {
+    IMPORTING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An import's claim on its VDI and its temporary files: when dropped, whatever happened (errors, a dropped
+/// handler), the files are deleted and the claim released.
+struct Temps {
+    uuid: Uuid,
+    files: Vec<PathBuf>,
+}
+
+impl Temps {
+    /// Claims VDI `t` for an import; `VDI_IN_USE` if another import has it.
+    fn claim(t: &Target) -> Result<Temps, ApiError> {
+        if !importing().insert(t.uuid) {
+            return Err(ApiError::new(&codes::VDI_IN_USE, [t.vdi.as_str(), "import"]));
+        }
+        Ok(Temps { uuid: t.uuid, files: Vec::new() })
+    }
+}
 
 impl Drop for Temps {
     fn drop(&mut self) {
-        for p in &self.0 {
+        for p in &self.files {
             match std::fs::remove_file(p) {
                 Ok(()) => tracing::debug!(file = %p.display(), "temporary file removed"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(file = %p.display(), error = %e, "temporary file not removed"),
             }
         }
+        importing().remove(&self.uuid);
     }
 }
 
@@ -126,17 +154,17 @@ async fn receive(
         check_unused(&st, &tt, "import")?;
         check_standalone(&tt)?;
         let current = vhd::read_info(&tt.fsr.path(&tt.uuid))?;
-        let new = import_path(&tt);
-        if new.exists() {
-            return Err(ApiError::new(&codes::VDI_IN_USE, [tt.vdi.as_str(), "import"]));
+        let mut temps = Temps::claim(&tt)?;
+        let (new, spool) = (import_path(&tt), spool_path(&tt));
+        // Left by a crash in the middle of an import, if there.
+        for p in [&new, &spool] {
+            temps.files.push(p.clone());
+            let _ = std::fs::remove_file(p);
         }
         vhd::create_dynamic(&new, current.uuid, current.virtual_size)?;
-        let mut temps = Temps(vec![new.clone()]);
         let sink = match tt.format {
             Format::Raw => Sink::Raw { chain: Box::new(Chain::open(&new, true)?), offset: 0 },
             Format::Vhd => {
-                let spool = spool_path(&tt);
-                temps.0.push(spool.clone());
                 let file = File::options()
                     .write(true)
                     .create_new(true)

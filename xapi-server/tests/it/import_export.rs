@@ -275,6 +275,14 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
     drop(c);
     unchanged("a cancelled upload");
 
+    // Leftovers of a crash in the middle of an import are no obstacle, and go.
+    let uuid = api.str_of("VDI.get_uuid", &v);
+    std::fs::write(dir.join(format!("{uuid}.vhd.import")), b"junk").unwrap();
+    std::fs::write(dir.join(format!(".{uuid}.upload")), b"junk").unwrap();
+    assert!(!no_temporary_files(&dir));
+    assert_eq!(api.import(&v, "raw", &before).0, 200);
+    unchanged("an import over a crash's leftovers");
+
     // Through a task to the end: progress 1, success.
     let task = api.ok("task.create", &[s("upload"), s("")]);
     let target = format!(

@@ -302,7 +302,8 @@ fn write_nonzero(chain: &Chain, data: &[u8], offset: u64) -> std::io::Result<()>
     let mut i = 0;
     while i < data.len() {
         let end = (i + ZERO_RUN).min(data.len());
-        let zero = data[i..end].iter().all(|b| *b == 0);
+        // An OR over the run (no early exit) is vectorised: far faster than `all` on mostly-zero data.
+        let zero = data[i..end].iter().fold(0u8, |a, b| a | b) == 0;
         match (zero, start) {
             (false, None) => start = Some(i),
             (true, Some(s)) => {

@@ -123,6 +123,15 @@ fn raw_and_vhd_uploads_and_exports() {
     assert!(physical < 8 * MIB, "physical utilisation {physical}");
     assert_eq!(api.int_of("VDI.get_virtual_size", &a), SIZE);
 
+    // POST works as PUT does.
+    let head = format!(
+        "POST /import_raw_vdi?session_id={}&vdi={}&format=raw HTTP/1.1\r\nContent-Length: {SIZE}\r\n",
+        api.session(),
+        a.as_str().unwrap()
+    );
+    assert_eq!(request(api.d.addr, &head, |c| c.write_all(&source).unwrap()).0, 200);
+    assert!(api.export(&a, "raw") == source);
+
     // A shorter raw upload: the rest reads as zeros.
     let short = api.new_vdi(&sr, "short", SIZE);
     assert_eq!(api.import(&short, "raw", &source[..3 * MIB as usize]).0, 200);

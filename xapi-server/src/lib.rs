@@ -23,6 +23,7 @@ pub mod rpc;
 pub mod state;
 pub mod storage;
 pub mod tasks;
+mod vdi_http;
 pub mod where_expr;
 
 use std::future::Future;

@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, on, post};
+use axum::routing::{MethodFilter, get, on, post, put};
 use xapi_types::wire::{Call, Sink, jsonrpc, xmlrpc};
 
 use crate::dispatch::{self, Reply};
@@ -27,6 +27,8 @@ pub fn app(state: Arc<State>) -> Router {
     Router::new()
         .route("/jsonrpc", post(json_handler).options(preflight))
         .route("/json", post(json_handler).options(preflight))
+        .route("/import_raw_vdi", put(crate::vdi_http::import).post(crate::vdi_http::import))
+        .route("/export_raw_vdi", get(crate::vdi_http::export))
         .route("/console", on(MethodFilter::CONNECT, crate::console::handler).post(console_post))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))

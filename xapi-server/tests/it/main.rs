@@ -4,6 +4,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod events;
+mod import_export;
 mod nbd_export;
 mod persistence;
 mod rpc;

@@ -1,0 +1,267 @@
+//! `/import_raw_vdi` and `/export_raw_vdi`: a VDI's content over plain HTTP, as xapi serves it (see
+//! `docs/import-export.md`).
+//!
+//! Both authenticate with `session_id` (query or cookie) or HTTP Basic (the password is checked as
+//! `session.login_with_password` checks it; no session is made), take `vdi=<ref|uuid>`, `format=raw|vhd` and an
+//! optional `task_id` (progress, cancellation and the outcome go through the task). Failures are answered with an
+//! HTTP status and the XenAPI error (`CODE param…`) as a plain-text line, and fail the task.
+//!
+//! **The target of an import is untouched unless the upload succeeds:** the data goes to a new file that replaces
+//! the VDI's file only at the end, under the SR's lock ([`import`]). Memory stays bounded: the body is handled in
+//! 1 MiB pieces, at most a few of them in flight.
+
+mod export;
+mod import;
+
+pub use export::export;
+pub use import::import;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use storage_repo::sr::FileSr;
+use uuid::Uuid;
+use xapi_types::generated::errors as codes;
+
+use crate::console::{query_param, session_cookie};
+use crate::error::ApiError;
+use crate::hv::rec::{Rec, class};
+use crate::state::{Peer, State};
+use crate::storage::{self, Backend};
+use crate::tasks::TaskHandle;
+
+/// The size of the pieces a body is handled in.
+const PIECE: usize = 1 << 20;
+
+/// A query parameter, percent-decoded.
+fn param(query: &str, key: &str) -> Option<String> {
+    query_param(query, key).map(percent_decode)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Standard base64 (with or without padding); `None` if it is not.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// A refusal: HTTP status and the XenAPI error as a plain-text line.
+pub(crate) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, format!("{}\n", self.1)).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"xapi\""));
+        }
+        r
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Refusal {
+        let status = match e.code {
+            "HANDLE_INVALID" | "UUID_INVALID" => StatusCode::NOT_FOUND,
+            "SESSION_INVALID" | "SESSION_AUTHENTICATION_FAILED" => StatusCode::UNAUTHORIZED,
+            "VDI_IN_USE" => StatusCode::CONFLICT,
+            "VDI_TOO_SMALL" | "IMPORT_ERROR" | "INVALID_VALUE" => StatusCode::BAD_REQUEST,
+            "NOT_IMPLEMENTED" => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal(status, e.description().join(" "))
+    }
+}
+
+/// Checks the caller: `session_id` in the query or a cookie, HTTP Basic, or root on the local socket.
+async fn authenticate(state: &Arc<State>, peer: &Peer, query: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+    let unauthorised = |why: &str| Refusal(StatusCode::UNAUTHORIZED, why.to_string());
+    let cookie = session_cookie(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()));
+    if let Some(s) = param(query, "session_id").or(cookie.map(percent_decode)) {
+        return state.check_session(&s).map(|_| ()).map_err(|e| unauthorised(&e.description().join(" ")));
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode)
+        .and_then(|b| String::from_utf8(b).ok());
+    if let Some(creds) = basic {
+        let (user, password) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
+        let (user, password) = (user.to_string(), password.to_string());
+        let st = state.clone();
+        let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&st.store, &user, &password))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        return if ok { Ok(()) } else { Err(unauthorised("SESSION_AUTHENTICATION_FAILED")) };
+    }
+    if peer.is_local_root() {
+        return Ok(());
+    }
+    Err(unauthorised("a session_id (query or cookie) or HTTP Basic credentials are required"))
+}
+
+/// What a request asks for, checked: the VDI (its ref, file UUID, SR and `ext` backend), the format, the task.
+struct Target {
+    vdi: String,
+    uuid: Uuid,
+    sr: String,
+    fsr: Arc<FileSr>,
+    format: Format,
+    task: Option<TaskGuard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Raw,
+    Vhd,
+}
+
+fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
+    let vdi_c = class("VDI");
+    let v = param(query, "vdi").ok_or_else(|| ApiError::invalid_value("vdi", ""))?;
+    let vdi = if state.store.get(vdi_c, &v).is_ok() {
+        v
+    } else {
+        state.store.by_uuid(vdi_c, &v).map_err(|_| ApiError::handle_invalid("VDI", &v))?.to_string()
+    };
+    let format = match param(query, "format").as_deref() {
+        None | Some("raw") => Format::Raw,
+        Some("vhd") => Format::Vhd,
+        Some(other) => {
+            return Err(ApiError::new(&codes::IMPORT_ERROR, [format!("format {other} is not supported (raw, vhd)")]));
+        }
+    };
+    let row = state.store.get(vdi_c, &vdi)?;
+    if !Rec::new(vdi_c, &row.fields).bool("managed") {
+        return Err(ApiError::new(&codes::VDI_NOT_MANAGED, [vdi.as_str()]));
+    }
+    let (uuid, sr) = storage::vdi_uuid(state, &vdi)?;
+    let fsr = match state.storage.backend(&sr)? {
+        Backend::Ext(f) => f,
+        Backend::Iso(_) => return Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr.as_str()])),
+    };
+    let task = match param(query, "task_id") {
+        Some(t) if !t.is_empty() && t != "OpaqueRef:NULL" => {
+            Some(TaskGuard(Some(TaskHandle::attach(state.clone(), &t)?)))
+        }
+        _ => None,
+    };
+    Ok(Target { vdi, uuid, sr, fsr, format, task })
+}
+
+/// A task being worked on: finished with a failure if dropped unfinished (the client went away, the handler was
+/// dropped), so that no task stays pending.
+struct TaskGuard(Option<TaskHandle>);
+
+impl TaskGuard {
+    fn progress(&self, f: f64) {
+        if let Some(t) = &self.0 {
+            t.progress(f);
+        }
+    }
+
+    fn check_cancelled(&self) -> Result<(), ApiError> {
+        self.0.as_ref().map_or(Ok(()), TaskHandle::check_cancelled)
+    }
+
+    fn finish(mut self, outcome: Result<String, ApiError>) {
+        if let Some(t) = self.0.take() {
+            t.finish(outcome);
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.finish(Err(ApiError::new(&codes::VDI_IO_ERROR, ["the connection closed before the end"])));
+        }
+    }
+}
+
+/// Finishes the task (if any) with the outcome and answers: 200 with an empty body, or the refusal.
+fn conclude(task: Option<TaskGuard>, outcome: Result<String, ApiError>) -> Response {
+    let response = match &outcome {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => {
+            tracing::info!(error = ?e.description(), "VDI transfer failed");
+            Refusal::from(e.clone()).into_response()
+        }
+    };
+    if let Some(t) = task {
+        t.finish(outcome);
+    }
+    response
+}
+
+/// `[VDI_IN_USE vdi operation]` if a VBD has the VDI attached, an NBD export reads it or its block server runs.
+fn check_unused(state: &State, t: &Target, operation: &str) -> Result<(), ApiError> {
+    if storage::attached_vbds(state, &t.vdi).next().is_some()
+        || storage::exported(state, &t.vdi)
+        || state.storage.tapdisks.running(&t.uuid.to_string())
+    {
+        return Err(ApiError::new(&codes::VDI_IN_USE, [t.vdi.as_str(), operation]));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("OpaqueRef%3Aab+c%2"), "OpaqueRef:ab c%2");
+        assert_eq!(base64_decode("cm9vdDpzM2NyZXQ=").unwrap(), b"root:s3cret");
+        assert_eq!(base64_decode("cm9vdDpz").unwrap(), b"root:s");
+        assert!(base64_decode("a*b").is_none());
+    }
+}

@@ -1,0 +1,336 @@
+//! `/import_raw_vdi` and `/export_raw_vdi`: raw and VHD uploads (ours and `qemu-img`'s), with a `Content-Length`
+//! and chunked, exports compared byte for byte and checked by `qemu-img`, and failed uploads (too long,
+//! truncated, hostile, cancelled) that leave the VDI as it was and no temporary file behind.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+
+use xapi_types::Value;
+
+use crate::storage::{MIB, wait_for};
+use crate::support::{Api, PASSWORD, s};
+
+const SIZE: i64 = 16 * MIB;
+
+/// A disk image with data at a few places and zeros elsewhere (`len` bytes).
+fn pattern(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    for (i, b) in v[..MIB as usize].iter_mut().enumerate() {
+        *b = (i % 251) as u8 ^ 0x5a;
+    }
+    let at = 5 * MIB as usize + 12345;
+    for (i, b) in v[at..at + 70_000].iter_mut().enumerate() {
+        *b = (i % 13) as u8 + 1;
+    }
+    let tail = len - 4096;
+    v[tail..].fill(0xee);
+    v
+}
+
+/// One request on its own connection (`Connection: close`): status line code and body.
+fn request(addr: SocketAddr, head: &str, body: impl FnOnce(&mut TcpStream)) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(format!("{head}Host: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    body(&mut c);
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn put(addr: SocketAddr, target: &str, data: &[u8]) -> (u16, String) {
+    let head = format!("PUT {target} HTTP/1.1\r\nContent-Length: {}\r\n", data.len());
+    request(addr, &head, |c| c.write_all(data).unwrap())
+}
+
+fn put_chunked(addr: SocketAddr, target: &str, data: &[u8]) -> (u16, String) {
+    let head = format!("PUT {target} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n");
+    request(addr, &head, |c| {
+        // Uneven chunk sizes, so that pieces do not line up with anything.
+        for chunk in data.chunks(100_003) {
+            write!(c, "{:x}\r\n", chunk.len()).unwrap();
+            c.write_all(chunk).unwrap();
+            c.write_all(b"\r\n").unwrap();
+        }
+        c.write_all(b"0\r\n\r\n").unwrap();
+    })
+}
+
+fn get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut resp = agent.get(&format!("http://{addr}{target}")).call().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().with_config().limit(1 << 31).read_to_vec().unwrap())
+}
+
+impl Api {
+    fn session(&self) -> &str {
+        self.sess.as_str().unwrap()
+    }
+
+    fn import(&self, vdi: &Value, format: &str, data: &[u8]) -> (u16, String) {
+        let target =
+            format!("/import_raw_vdi?session_id={}&vdi={}&format={format}", self.session(), vdi.as_str().unwrap());
+        put(self.d.addr, &target, data)
+    }
+
+    fn export(&self, vdi: &Value, format: &str) -> Vec<u8> {
+        let target =
+            format!("/export_raw_vdi?session_id={}&vdi={}&format={format}", self.session(), vdi.as_str().unwrap());
+        let (status, body) = get(self.d.addr, &target);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+        body
+    }
+}
+
+fn qemu_img(args: &[&str], files: &[&Path]) -> String {
+    let out = Command::new("qemu-img").args(args).args(files).output().expect("qemu-img is installed");
+    assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Only VDI files in the SR directory: no upload, import or export file left behind.
+fn no_temporary_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().all(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        e.file_type().unwrap().is_dir() || (!name.starts_with('.') || name == ".sr-uuid") && !name.contains(".vhd.")
+    })
+}
+
+#[test]
+fn raw_and_vhd_uploads_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let dir = api.sr_dir(&sr);
+    let source = pattern(SIZE as usize);
+    let source_path = tmp.path().join("source.raw");
+    std::fs::write(&source_path, &source).unwrap();
+
+    // Raw with a Content-Length; the VDI's file is a VHD that qemu-img reads as the same disk.
+    let a = api.new_vdi(&sr, "a", SIZE);
+    assert_eq!(api.import(&a, "raw", &source), (200, String::new()));
+    assert!(api.export(&a, "raw") == source, "raw export differs from the upload");
+    let a_file = api.vdi_file(&a);
+    qemu_img(&["info", "-f", "vpc"], &[&a_file]);
+    qemu_img(&["compare", "-f", "vpc", "-F", "raw"], &[&a_file, &source_path]);
+    // Holes stay holes: 1 MiB at 0, 70 000 bytes at 5 MiB and 4 KiB at the end are 3 blocks of 2 MiB.
+    let physical = api.int_of("VDI.get_physical_utilisation", &a);
+    assert!(physical < 8 * MIB, "physical utilisation {physical}");
+    assert_eq!(api.int_of("VDI.get_virtual_size", &a), SIZE);
+
+    // POST works as PUT does.
+    let head = format!(
+        "POST /import_raw_vdi?session_id={}&vdi={}&format=raw HTTP/1.1\r\nContent-Length: {SIZE}\r\n",
+        api.session(),
+        a.as_str().unwrap()
+    );
+    assert_eq!(request(api.d.addr, &head, |c| c.write_all(&source).unwrap()).0, 200);
+    assert!(api.export(&a, "raw") == source);
+
+    // A shorter raw upload: the rest reads as zeros.
+    let short = api.new_vdi(&sr, "short", SIZE);
+    assert_eq!(api.import(&short, "raw", &source[..3 * MIB as usize]).0, 200);
+    let mut expected = source[..3 * MIB as usize].to_vec();
+    expected.resize(SIZE as usize, 0);
+    assert!(api.export(&short, "raw") == expected);
+
+    // Chunked, by UUID.
+    let b = api.new_vdi(&sr, "b", SIZE);
+    let b_uuid = api.str_of("VDI.get_uuid", &b);
+    let target = format!("/import_raw_vdi?session_id={}&vdi={b_uuid}&format=raw", api.session());
+    assert_eq!(put_chunked(api.d.addr, &target, &source).0, 200);
+    assert!(api.export(&b, "raw") == source, "chunked upload differs");
+
+    // A VHD export is a dynamic VHD qemu-img reads as the same disk; imported again (chunked), it gives the same
+    // raw content back.
+    let vhd = api.export(&a, "vhd");
+    let vhd_path = tmp.path().join("exported.vhd");
+    std::fs::write(&vhd_path, &vhd).unwrap();
+    qemu_img(&["compare", "-f", "vpc", "-F", "raw"], &[&vhd_path, &source_path]);
+    assert!(vhd.len() < 10 * MIB as usize, "the exported VHD is sparse ({} bytes)", vhd.len());
+    let c = api.new_vdi(&sr, "c", SIZE);
+    let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=vhd", api.session(), c.as_str().unwrap());
+    assert_eq!(put_chunked(api.d.addr, &target, &vhd).0, 200);
+    assert!(api.export(&c, "raw") == source, "raw → vhd → raw differs");
+
+    // VHDs written by qemu-img (creator "qemu"), dynamic and fixed, into a larger VDI.
+    for sub in ["dynamic", "fixed"] {
+        let foreign = tmp.path().join(format!("{sub}.vhd"));
+        qemu_img(
+            &["convert", "-f", "raw", "-O", "vpc", "-o", &format!("subformat={sub},force_size=on")],
+            &[&source_path, &foreign],
+        );
+        let v = api.new_vdi(&sr, sub, 2 * SIZE);
+        let (status, body) = api.import(&v, "vhd", &std::fs::read(&foreign).unwrap());
+        assert_eq!(status, 200, "{sub}: {body}");
+        let mut expected = source.clone();
+        expected.resize(2 * SIZE as usize, 0);
+        assert!(api.export(&v, "raw") == expected, "{sub} VHD from qemu-img differs");
+        qemu_img(&["compare", "-f", "vpc", "-F", "raw"], &[&api.vdi_file(&v), &source_path]);
+    }
+
+    // HTTP Basic instead of a session; a bad session, bad credentials and none at all are 401.
+    let basic = |user_pass: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let url = format!("http://{}/export_raw_vdi?vdi={}&format=raw", api.d.addr, a.as_str().unwrap());
+        let auth = format!("Basic {}", base64(user_pass.as_bytes()));
+        let mut r = agent.get(&url).header("Authorization", &auth).call().unwrap();
+        (r.status().as_u16(), r.body_mut().with_config().limit(1 << 31).read_to_vec().unwrap())
+    };
+    let (status, body) = basic(&format!("root:{PASSWORD}"));
+    assert_eq!(status, 200);
+    assert!(body == source);
+    assert_eq!(basic("root:wrong").0, 401);
+    let target = format!("/import_raw_vdi?session_id=OpaqueRef:nope&vdi={}", a.as_str().unwrap());
+    let (status, body) = put(api.d.addr, &target, b"x");
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = get(api.d.addr, &format!("/export_raw_vdi?vdi={}", a.as_str().unwrap()));
+    assert_eq!(status, 401);
+    // The session as a cookie.
+    let head = format!(
+        "GET /export_raw_vdi?vdi={}&format=raw HTTP/1.1\r\nCookie: session_id={}\r\n",
+        a.as_str().unwrap(),
+        api.session()
+    );
+    assert_eq!(request(api.d.addr, &head, |_| {}).0, 200);
+    // An unknown VDI.
+    let target = format!("/export_raw_vdi?session_id={}&vdi=OpaqueRef:nope", api.session());
+    assert_eq!(get(api.d.addr, &target).0, 404);
+    assert!(no_temporary_files(&dir));
+}
+
+/// A base64 encoder for the test's Basic credentials.
+fn base64(b: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn failed_uploads_leave_the_vdi_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let dir = api.sr_dir(&sr);
+    let v = api.new_vdi(&sr, "v", SIZE);
+    let before = pattern(SIZE as usize);
+    assert_eq!(api.import(&v, "raw", &before).0, 200);
+    let unchanged = |what: &str| {
+        wait_for("no temporary files", || no_temporary_files(&dir));
+        assert!(api.export(&v, "raw") == before, "{what} changed the VDI");
+    };
+
+    // Longer than the VDI.
+    let (status, body) = api.import(&v, "raw", &vec![1u8; (SIZE + MIB) as usize]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("VDI_TOO_SMALL"), "{body}");
+    unchanged("a too long upload");
+
+    // Truncated: the client promises 8 MiB, sends 3 and goes.
+    let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=raw", api.session(), v.as_str().unwrap());
+    {
+        let mut c = TcpStream::connect(api.d.addr).unwrap();
+        write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 8 * MIB).unwrap();
+        c.write_all(&vec![7u8; 3 * MIB as usize]).unwrap();
+    }
+    unchanged("a truncated upload");
+
+    // Not a VHD; a VHD larger than the VDI.
+    let (status, body) = api.import(&v, "vhd", &vec![0x42u8; 3 * MIB as usize]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("IMPORT_ERROR"), "{body}");
+    unchanged("a hostile VHD");
+    let big = tmp.path().join("big.vhd");
+    let out =
+        Command::new("qemu-img").args(["create", "-f", "vpc", "-o", "force_size=on"]).arg(&big).arg("64M").output();
+    assert!(out.unwrap().status.success());
+    let (status, body) = api.import(&v, "vhd", &std::fs::read(&big).unwrap());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("VDI_TOO_SMALL"), "{body}");
+    unchanged("a too large VHD");
+
+    // Cancelled through its task, half-way.
+    let task = api.ok("task.create", &[s("upload"), s("")]);
+    let target = format!(
+        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
+        api.session(),
+        v.as_str().unwrap(),
+        task.as_str().unwrap()
+    );
+    let mut c = TcpStream::connect(api.d.addr).unwrap();
+    write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n").unwrap();
+    c.write_all(&vec![9u8; 4 * MIB as usize]).unwrap();
+    wait_for("progress", || matches!(api.ok("task.get_progress", &[task.clone()]), Value::Float(f) if f > 0.0));
+    api.ok("task.cancel", &[task.clone()]);
+    // The next bytes find the task cancelled (the answer may come before all of them are taken).
+    let _ = c.write_all(&vec![9u8; 2 * MIB as usize]);
+    wait_for("the task to end", || api.str_of("task.get_status", &task) != "cancelling");
+    assert_eq!(api.str_of("task.get_status", &task), "cancelled");
+    drop(c);
+    unchanged("a cancelled upload");
+
+    // Leftovers of a crash in the middle of an import are no obstacle, and go.
+    let uuid = api.str_of("VDI.get_uuid", &v);
+    std::fs::write(dir.join(format!("{uuid}.vhd.import")), b"junk").unwrap();
+    std::fs::write(dir.join(format!(".{uuid}.upload")), b"junk").unwrap();
+    assert!(!no_temporary_files(&dir));
+    assert_eq!(api.import(&v, "raw", &before).0, 200);
+    unchanged("an import over a crash's leftovers");
+
+    // Through a task to the end: progress 1, success.
+    let task = api.ok("task.create", &[s("upload"), s("")]);
+    let target = format!(
+        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
+        api.session(),
+        v.as_str().unwrap(),
+        task.as_str().unwrap()
+    );
+    let after: Vec<u8> = before.iter().map(|b| b.wrapping_add(1)).collect();
+    assert_eq!(put(api.d.addr, &target, &after).0, 200);
+    assert_eq!(api.str_of("task.get_status", &task), "success");
+    assert_eq!(api.ok("task.get_progress", &[task.clone()]), Value::Float(1.0));
+    assert_eq!(api.str_of("task.get_result", &task), format!("<value>{}</value>", v.as_str().unwrap()));
+    assert!(api.export(&v, "raw") == after);
+
+    // A VDI with a snapshot is refused: the import would cut its chain.
+    let snap = api.ok("VDI.snapshot", &[v.clone(), Value::Struct(vec![])]);
+    let (status, body) = api.import(&v, "raw", b"abc");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("IMPORT_ERROR"), "{body}");
+    assert!(api.export(&snap, "raw") == after);
+    assert!(no_temporary_files(&dir));
+}
+
+#[test]
+fn a_disk_in_use_is_neither_imported_into_nor_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let vm = api.vm("with disk");
+    let vdi = api.new_vdi(&sr, "root", 8 * MIB);
+    let data = pattern(8 * MIB as usize);
+    assert_eq!(api.import(&vdi, "raw", &data).0, 200);
+    api.new_vbd(&vm, Some(&vdi), "0", "Disk", "RW").unwrap();
+    api.ok("VM.start", &[vm.clone(), Value::Bool(false), Value::Bool(false)]);
+    let (status, body) = api.import(&vdi, "raw", b"abc");
+    assert_eq!((status, body.trim()), (409, format!("VDI_IN_USE {} import", vdi.as_str().unwrap()).as_str()));
+    let target = format!("/export_raw_vdi?session_id={}&vdi={}&format=raw", api.session(), vdi.as_str().unwrap());
+    assert_eq!(get(api.d.addr, &target).0, 409);
+    api.ok("VM.hard_shutdown", &[vm.clone()]);
+    assert!(api.export(&vdi, "raw") == data);
+}

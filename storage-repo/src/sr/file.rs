@@ -310,8 +310,11 @@ impl FileSr {
         dest_sr.info(into)
     }
 
-    /// Finishes or undoes the operations a crash interrupted (see the module documentation and `gc`).
+    /// Finishes or undoes the operations a crash interrupted (see the module documentation and `gc`), and removes
+    /// the temporary files of copies, imports and exports a crash left (`<uuid>.vhd.copy`, `<uuid>.vhd.import`,
+    /// `<uuid>.vhd.export-*`, `.<uuid>.upload`): nothing is in flight while an SR is being attached.
     fn recover(&self) -> Result<()> {
+        self.remove_leftovers()?;
         for j in Journal::pending(&self.root)? {
             match j.get("op") {
                 "snapshot" => self.undo_snapshot(&j)?,
@@ -321,6 +324,26 @@ impl FileSr {
                 }
             }
             j.finish()?;
+        }
+        Ok(())
+    }
+
+    fn remove_leftovers(&self) -> Result<()> {
+        let entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            let uuid_prefixed = |rest: &str| Uuid::parse_str(rest).is_ok();
+            let leftover = match name.split_once(".vhd.") {
+                Some((u, tail)) => {
+                    uuid_prefixed(u) && (tail == "copy" || tail == "import" || tail.starts_with("export-"))
+                }
+                None => name.strip_prefix('.').and_then(|n| n.strip_suffix(".upload")).is_some_and(uuid_prefixed),
+            };
+            if leftover {
+                let p = entry.path();
+                tracing::info!(file = %p.display(), "removing a temporary file a crash left");
+                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
         }
         Ok(())
     }

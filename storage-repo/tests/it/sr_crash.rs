@@ -105,3 +105,28 @@ fn copy_dir(from: &Path, to: &Path) {
     let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn attaching_removes_the_temporary_files_a_crash_left() {
+    let tmp = tempdir();
+    let dir = tmp.path().join("sr");
+    let sr = FileSr::create(&dir, "00000000-0000-4000-8000-00000000000b").unwrap();
+    let x = Uuid::new_v4();
+    sr.create_vdi(x, 4 * MIB).unwrap();
+    let leftovers = [
+        format!("{x}.vhd.copy"),
+        format!("{x}.vhd.import"),
+        format!("{x}.vhd.export-0123abcd"),
+        format!(".{x}.upload"),
+    ];
+    for l in &leftovers {
+        std::fs::write(dir.join(l), b"partial").unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), b"the administrator's").unwrap();
+    FileSr::attach(&dir).unwrap();
+    for l in &leftovers {
+        assert!(!dir.join(l).exists(), "{l} is still there");
+    }
+    assert!(dir.join("notes.txt").exists(), "files that are not ours stay");
+    assert!(sr.path(&x).exists(), "the VDI stays");
+}

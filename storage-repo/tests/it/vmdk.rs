@@ -431,6 +431,17 @@ fn hostile_sparse_files_are_refused() {
         },
         "overlaps",
     );
+    // Every entry of a grain table pointing at the same grain: more data than the file holds.
+    edit(
+        &|b| {
+            let (gt, j) = first_gte(b);
+            let t = le32(b, gt + 4 * j) as u32;
+            for k in 0..512 {
+                b[gt + 4 * k..gt + 4 * k + 4].copy_from_slice(&t.to_le_bytes());
+            }
+        },
+        "same data more than once",
+    );
     // A descriptor that is not text, or names an unknown type.
     edit(&|b| b[512..520].copy_from_slice(b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8"), "UTF-8");
     edit(

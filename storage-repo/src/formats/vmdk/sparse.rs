@@ -50,6 +50,9 @@ pub(crate) struct Sparse {
     gt_index: u64,
     /// The next grain to look at.
     cursor: u64,
+    /// File bytes of the grains read so far: more than the file holds means tables point at the same data twice
+    /// (a tiny file that would expand to the whole capacity).
+    consumed: u64,
     buf: Vec<u8>,
     cbuf: Vec<u8>,
     inflater: Inflater,
@@ -179,6 +182,7 @@ impl Sparse {
             gt: Vec::new(),
             gt_index: u64::MAX,
             cursor: 0,
+            consumed: 0,
             buf: vec![0u8; MAX_EXTENT + grain + 1],
             cbuf,
             inflater: Inflater::new(),
@@ -263,6 +267,7 @@ impl Sparse {
         if 12 + size as usize > n {
             return Err(self.corrupt(format!("compressed grain {g} extends past the end of the file")));
         }
+        self.consume((12 + u64::from(size)).next_multiple_of(SECTOR))?;
         let len = self.grain_len(g) as usize;
         let out = &mut self.buf[fill..fill + len + 1];
         let got = self
@@ -271,6 +276,15 @@ impl Sparse {
             .map_err(|e| Error::corrupt(&self.path, format!("grain {g}: {e}")))?;
         out[got..len].fill(0);
         Ok(len)
+    }
+
+    /// Counts `bytes` of the file as read; `Err` once more than the file has been read.
+    fn consume(&mut self, bytes: u64) -> Result<()> {
+        self.consumed += bytes;
+        if self.consumed > self.file_size {
+            return Err(self.corrupt("the grain tables point at the same data more than once"));
+        }
+        Ok(())
     }
 
     /// The next run of allocated, non-zero grains adjacent in the guest, up to [`MAX_EXTENT`] bytes.
@@ -316,10 +330,12 @@ impl Sparse {
             let zero = self.buf[fill..fill + len].chunks(gb as usize).position(is_zero);
             match zero {
                 None => {
+                    self.consume(len as u64)?;
                     self.cursor = g + len.div_ceil(gb as usize) as u64;
                     fill += len;
                 }
                 Some(k) => {
+                    self.consume(((k as u64 + 1) * gb).min(len as u64))?;
                     self.cursor = g + k as u64 + 1;
                     fill += k * gb as usize;
                     if fill > 0 {

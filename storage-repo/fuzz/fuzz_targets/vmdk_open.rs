@@ -3,6 +3,7 @@
 //!
 //! Last run (2026-11-26, `TMPDIR=/dev/shm RUSTC_BOOTSTRAP=1 cargo fuzz run -O vmdk_open corpus/vmdk_open seeds/vmdk_open
 //! -- -max_total_time=60`): 301 684 executions in 61 s (4.9k/s), no crash; cov 1211, corpus 521 entries.
+//! Second run (after the "same data more than once" rule, grown corpus): 329 486 executions in 61 s, no crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -3,6 +3,7 @@
 //!
 //! Last run (2026-11-26, `TMPDIR=/dev/shm RUSTC_BOOTSTRAP=1 cargo fuzz run -O vmdk_stream corpus/vmdk_stream
 //! seeds/vmdk_stream -- -max_total_time=60`): 322 580 executions in 61 s (5.3k/s), no crash; cov 891, corpus 365.
+//! Second run (grown corpus): 379 793 executions in 61 s (6.2k/s), no crash.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,3 +2,4 @@
 //! target per parser. Every length, offset and count read from a file is checked before use.
 
 pub mod vhd;
+pub mod vmdk;

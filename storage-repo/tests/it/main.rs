@@ -12,3 +12,5 @@ mod vhd_hostile;
 mod vhd_keyhash;
 mod vhd_resize;
 mod vhd_tool;
+mod vmdk;
+mod vmdk_fuzz;

@@ -69,6 +69,10 @@ pub async fn export(
                     Ok((Source::Chain { chain: Box::new(chain), ranges }, size))
                 }
                 Format::Vhd => build_vhd(&t.fsr.path(&t.uuid), &chain, t.uuid),
+                Format::Vmdk => Err(ApiError::new(
+                    &codes::IMPORT_ERROR,
+                    ["export_raw_vdi gives raw or vhd; VMDK is an import format".to_string()],
+                )),
             }
         })
     })

@@ -2,7 +2,7 @@
 //!
 //! The body (with a `Content-Length` or chunked) is received in 1 MiB pieces and handed to one blocking writer
 //! through a channel of a few pieces. `format=raw` is written into a new sparse VHD `<uuid>.vhd.import`, all-zero
-//! 64 KiB runs skipped; `format=vhd` is spooled to `.<uuid>.upload`, checked as hostile input, and its allocated
+//! 64 KiB runs skipped; `format=vhd` (and `format=vmdk`, converted by `storage_repo::formats::vmdk`) is spooled to `.<uuid>.upload`, checked as hostile input, and its allocated
 //! ranges copied into the new VHD. Only when all is written and flushed does the new file replace `<uuid>.vhd`,
 //! under the SR's lock, followed by a rescan. Every failure (bad data, too long, truncated, disconnected,
 //! cancelled) deletes the temporary files and leaves the VDI as it was.
@@ -164,7 +164,7 @@ async fn receive(
         vhd::create_dynamic(&new, current.uuid, current.virtual_size)?;
         let sink = match tt.format {
             Format::Raw => Sink::Raw { chain: Box::new(Chain::open(&new, true)?), offset: 0 },
-            Format::Vhd => {
+            Format::Vhd | Format::Vmdk => {
                 let file = File::options()
                     .write(true)
                     .create_new(true)
@@ -204,7 +204,10 @@ async fn receive(
             }
             Sink::Spool { file } => {
                 drop(file);
-                copy_vhd(&t, &spool_path(&t), &new, size)?;
+                match t.format {
+                    Format::Vmdk => copy_vmdk(&t, &spool_path(&t), &new, size)?,
+                    _ => copy_vhd(&t, &spool_path(&t), &new, size)?,
+                }
             }
         }
         st.storage.with_srs(&[&t.sr], || {
@@ -340,5 +343,27 @@ fn copy_vhd(t: &Target, spool: &Path, new: &Path, size: u64) -> Result<(), ApiEr
     let src = Chain::open(spool, false).map_err(bad)?;
     let dst = Chain::open(new, true)?;
     vhd::copy_into(&src, &dst).map_err(bad)?;
+    Ok(())
+}
+
+/// Converts an uploaded VMDK (`spool`, untrusted: monolithicSparse or streamOptimized) into the new file `new` of
+/// `size` bytes: only its allocated, non-zero grains are written.
+fn copy_vmdk(t: &Target, spool: &Path, new: &Path, size: u64) -> Result<(), ApiError> {
+    use storage_repo::formats::vmdk;
+    let bad = |e: storage_repo::Error| match e {
+        storage_repo::Error::Io { .. } => ApiError::from(e),
+        other => ApiError::new(&codes::IMPORT_ERROR, [format!("the uploaded VMDK is not valid: {other}")]),
+    };
+    let mut reader = vmdk::open(spool).map_err(bad)?;
+    let capacity = reader.info().capacity;
+    if capacity > size {
+        return Err(ApiError::new(&codes::VDI_TOO_SMALL, [t.vdi.clone(), capacity.to_string()]));
+    }
+    let dst = Chain::open(new, true)?;
+    let io = |e: std::io::Error| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]);
+    while let Some((offset, data)) = reader.next_data().map_err(bad)? {
+        write_nonzero(&dst, data, offset).map_err(io)?;
+    }
+    dst.flush().map_err(io)?;
     Ok(())
 }

@@ -162,6 +162,8 @@ struct Target {
 enum Format {
     Raw,
     Vhd,
+    /// VMware's disk (monolithicSparse or streamOptimized), converted on the way in; import only.
+    Vmdk,
 }
 
 fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
@@ -175,8 +177,12 @@ fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
     let format = match param(query, "format").as_deref() {
         None | Some("raw") => Format::Raw,
         Some("vhd") => Format::Vhd,
+        Some("vmdk") => Format::Vmdk,
         Some(other) => {
-            return Err(ApiError::new(&codes::IMPORT_ERROR, [format!("format {other} is not supported (raw, vhd)")]));
+            return Err(ApiError::new(
+                &codes::IMPORT_ERROR,
+                [format!("format {other} is not supported (raw, vhd; vmdk for imports)")],
+            ));
         }
     };
     let row = state.store.get(vdi_c, &vdi)?;

@@ -334,3 +334,37 @@ fn a_disk_in_use_is_neither_imported_into_nor_exported() {
     api.ok("VM.hard_shutdown", &[vm.clone()]);
     assert!(api.export(&vdi, "raw") == data);
 }
+
+/// VMware disks made by `qemu-img convert -O vmdk` (monolithicSparse, and streamOptimized as in OVA files) are
+/// converted on upload: the VDI holds exactly the source's content (qemu-img compares the VHD with it), with only
+/// the data's blocks allocated; a VMDK cut short or chunked upload of one works or fails cleanly.
+#[test]
+fn vmdk_uploads_are_converted_to_vhd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let dir = api.sr_dir(&sr);
+    let source = pattern(SIZE as usize);
+    let source_path = tmp.path().join("source.raw");
+    std::fs::write(&source_path, &source).unwrap();
+    for (sub, chunked) in [("monolithicSparse", false), ("streamOptimized", true)] {
+        let vmdk = tmp.path().join(format!("{sub}.vmdk"));
+        qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={sub}")], &[&source_path, &vmdk]);
+        let bytes = std::fs::read(&vmdk).unwrap();
+        let vdi = api.new_vdi(&sr, sub, SIZE);
+        let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=vmdk", api.session(), vdi.as_str().unwrap());
+        let reply = if chunked { put_chunked(api.d.addr, &target, &bytes) } else { put(api.d.addr, &target, &bytes) };
+        assert_eq!(reply, (200, String::new()), "{sub}");
+        assert!(api.export(&vdi, "raw") == source, "{sub}: the VDI differs from the VMDK's content");
+        qemu_img(&["compare", "-f", "vpc", "-F", "raw"], &[&api.vdi_file(&vdi), &source_path]);
+        let physical = api.int_of("VDI.get_physical_utilisation", &vdi);
+        assert!(physical < 8 * MIB, "{sub}: physical utilisation {physical}");
+
+        // Cut in the middle of the grains: refused, the VDI keeps what it had.
+        let (status, body) = api.import(&vdi, "vmdk", &bytes[..bytes.len() / 2]);
+        assert_eq!(status, 400, "{sub}: {body}");
+        assert!(body.starts_with("IMPORT_ERROR"), "{sub}: {body}");
+        assert!(api.export(&vdi, "raw") == source, "{sub}: a failed import changed the VDI");
+        assert!(no_temporary_files(&dir));
+    }
+}

@@ -117,6 +117,16 @@ impl Client {
         XeError::Api(description)
     }
 
+    /// Where the daemon listens.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The session reference (for the `session_id` of the HTTP handlers).
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
     pub fn logout(self) -> Result<(), XeError> {
         self.call("session.logout", Vec::new()).map(|_| ())
     }

@@ -109,6 +109,8 @@ pub struct Args {
     pub multiple: bool,
     /// `--force`.
     pub force: bool,
+    /// `--progress`: a progress bar on stderr even when it is not a terminal.
+    pub progress: bool,
 }
 
 impl Args {

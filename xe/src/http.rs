@@ -1,4 +1,6 @@
-//! A tiny blocking HTTP/1.1 client: one `POST /` per connection, over the local unix socket or plain TCP.
+//! A tiny blocking HTTP/1.1 client: one request per connection, over the local unix socket or plain TCP. `POST /`
+//! for XML-RPC; for `vdi-import`/`vdi-export`, a `PUT` streaming a file from disk ([`put_file`]) and a `GET`
+//! streaming the answer into a writer ([`get_into`]), 1 MiB at a time, never a whole disk in memory.
 //!
 //! The answer is read as its headers frame it: `Content-Length`, `Transfer-Encoding: chunked` (the daemon streams
 //! big answers chunked), or else up to the end of the connection. No TLS.
@@ -47,6 +49,143 @@ pub fn post(target: &Target, body: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
+/// A connection to the daemon, whichever kind.
+trait Stream: Read + Write {}
+impl<S: Read + Write> Stream for S {}
+
+fn connect(target: &Target) -> io::Result<Box<dyn Stream>> {
+    Ok(match target {
+        Target::Unix(path) => Box::new(UnixStream::connect(path)?),
+        Target::Tcp { host, port } => Box::new(TcpStream::connect((host.as_str(), *port))?),
+    })
+}
+
+/// The pieces a body is streamed in.
+pub const PIECE: usize = 1 << 20;
+
+/// An answer other than `200`: its status line and its body (for the daemon's raw-VDI handlers, one plain-text
+/// line `CODE param…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status_line: String,
+    pub body: String,
+}
+
+/// What went wrong with a streamed transfer.
+#[derive(Debug)]
+pub enum StreamError {
+    Io(io::Error),
+    Refused(Refused),
+}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> Self {
+        StreamError::Io(e)
+    }
+}
+
+/// `PUT path_and_query` with the `length` bytes of `body` (read in [`PIECE`]s) and a `Content-Length`;
+/// `progress(sent)` after each piece. When the daemon stops reading early (it answers an error as soon as it knows,
+/// e.g. a too long body), its answer is what is reported, not the broken pipe.
+pub fn put_file(
+    target: &Target,
+    path_and_query: &str,
+    body: &mut dyn Read,
+    length: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), StreamError> {
+    let mut stream = connect(target)?;
+    let head = format!(
+        "PUT {path_and_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xe\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n",
+        target.host_header()
+    );
+    let sent = (|| -> io::Result<()> {
+        stream.write_all(head.as_bytes())?;
+        let mut buf = vec![0u8; PIECE];
+        let mut sent = 0u64;
+        while sent < length {
+            let want = (length - sent).min(PIECE as u64) as usize;
+            let n = body.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+            }
+            stream.write_all(&buf[..n])?;
+            sent += n as u64;
+            progress(sent);
+        }
+        stream.flush()
+    })();
+    let mut reader = BufReader::new(stream);
+    match (sent, read_head(&mut reader)) {
+        (_, Ok(head)) if head.status != "200" => {
+            let mut body = Vec::new();
+            let _ = read_body(&mut reader, &head, &mut body);
+            Err(StreamError::Refused(Refused {
+                status_line: head.status_line,
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            }))
+        }
+        (Err(e), _) => Err(e.into()),
+        (Ok(()), Ok(head)) => {
+            read_body(&mut reader, &head, &mut io::sink())?;
+            Ok(())
+        }
+        (Ok(()), Err(e)) => Err(e.into()),
+    }
+}
+
+/// `GET path_and_query`, the body of a `200` answer written into `out`; `progress(received, Content-Length)` after
+/// each piece. A body shorter than its `Content-Length` (the daemon cut the transfer) is an error.
+pub fn get_into(
+    target: &Target,
+    path_and_query: &str,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(), StreamError> {
+    let mut stream = connect(target)?;
+    let head = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xe\r\nConnection: close\r\n\r\n",
+        target.host_header()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.flush()?;
+    let mut reader = BufReader::with_capacity(PIECE, stream);
+    let head = read_head(&mut reader)?;
+    if head.status != "200" {
+        let mut body = Vec::new();
+        let _ = read_body(&mut reader, &head, &mut body);
+        return Err(StreamError::Refused(Refused {
+            status_line: head.status_line,
+            body: String::from_utf8_lossy(&body).trim().to_string(),
+        }));
+    }
+    let total = head.length;
+    let mut counting = Counting { inner: out, count: 0, progress: &mut |n| progress(n, total) };
+    read_body(&mut reader, &head, &mut counting)?;
+    Ok(())
+}
+
+/// A writer that reports how much went through it.
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    count: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        (self.progress)(self.count);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn exchange<S: Read + Write>(mut stream: S, head: &[u8], body: &[u8]) -> io::Result<Vec<u8>> {
     stream.write_all(head)?;
     stream.write_all(body)?;
@@ -66,48 +205,82 @@ fn read_line<R: BufRead>(r: &mut R) -> io::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Reads one HTTP/1.1 response and returns its body, or an error for any status but 200.
-pub fn read_response<R: BufRead>(mut r: R) -> io::Result<Vec<u8>> {
-    let status_line = read_line(&mut r)?;
+/// The status line and framing of an answer.
+#[derive(Debug)]
+struct Head {
+    status_line: String,
+    status: String,
+    length: Option<u64>,
+    chunked: bool,
+}
+
+fn read_head<R: BufRead>(r: &mut R) -> io::Result<Head> {
+    let status_line = read_line(r)?;
     let status = status_line.split_whitespace().nth(1).unwrap_or_default().to_string();
     let mut length = None;
     let mut chunked = false;
     loop {
-        let line = read_line(&mut r)?;
+        let line = read_line(r)?;
         if line.is_empty() {
             break;
         }
         let Some((name, value)) = line.split_once(':') else { continue };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| bad(format!("bad Content-Length {value:?}")))?);
+            length = Some(value.parse::<u64>().map_err(|_| bad(format!("bad Content-Length {value:?}")))?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.to_ascii_lowercase().split(',').any(|t| t.trim() == "chunked");
         }
     }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let line = read_line(&mut r)?;
-            let size = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {size:?}")))?;
-            if size == 0 {
-                while !read_line(&mut r)?.is_empty() {}
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            r.read_exact(&mut body[start..])?;
-            read_line(&mut r)?;
+    Ok(Head { status_line, status, length, chunked })
+}
+
+/// Copies exactly `n` bytes from `r` to `out`, in pieces.
+fn copy_exact<R: BufRead>(r: &mut R, mut n: u64, out: &mut dyn Write) -> io::Result<()> {
+    while n > 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the connection closed {n} bytes before the end of the answer"),
+            ));
         }
-    } else if let Some(n) = length {
-        body.resize(n, 0);
-        r.read_exact(&mut body)?;
-    } else {
-        r.read_to_end(&mut body)?;
+        let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        out.write_all(&buf[..take])?;
+        r.consume(take);
+        n -= take as u64;
     }
-    if status != "200" {
-        return Err(bad(format!("the server answered {status_line:?}")));
+    Ok(())
+}
+
+/// Copies the body the head frames into `out`.
+fn read_body<R: BufRead>(r: &mut R, head: &Head, out: &mut dyn Write) -> io::Result<()> {
+    if head.chunked {
+        loop {
+            let line = read_line(r)?;
+            let size = line.split(';').next().unwrap_or_default().trim();
+            let size = u64::from_str_radix(size, 16).map_err(|_| bad(format!("bad chunk size {size:?}")))?;
+            if size == 0 {
+                while !read_line(r)?.is_empty() {}
+                return Ok(());
+            }
+            copy_exact(r, size, out)?;
+            read_line(r)?;
+        }
+    } else if let Some(n) = head.length {
+        copy_exact(r, n, out)
+    } else {
+        io::copy(r, out).map(|_| ())
+    }
+}
+
+/// Reads one HTTP/1.1 response and returns its body, or an error for any status but 200.
+pub fn read_response<R: BufRead>(mut r: R) -> io::Result<Vec<u8>> {
+    let head = read_head(&mut r)?;
+    let mut body = Vec::new();
+    read_body(&mut r, &head, &mut body)?;
+    if head.status != "200" {
+        return Err(bad(format!("the server answered {:?}", head.status_line)));
     }
     Ok(body)
 }

@@ -63,6 +63,7 @@ fn parse(argv: &[String]) -> Result<CommandLine, XeError> {
             "--minimal" => cl.args.minimal = true,
             "--multiple" => cl.args.multiple = true,
             "--force" => cl.args.force = true,
+            "--progress" => cl.args.progress = true,
             "--all" => cl.all = true,
             _ if a.starts_with("--") => return Err(XeError::Usage(format!("Unknown option: {a}"))),
             _ => match a.split_once('=') {
@@ -91,7 +92,7 @@ fn help(all: bool, minimal: bool) -> String {
     }
     let mut out = String::from(
         "Usage: xe <command> [-s server] [-p port] [-u username] [-pw password | -pwf password-file] [--nossl]\n\
-         \x20         [param=value …] [--minimal] [--multiple] [--force]\n\n\
+         \x20         [param=value …] [--minimal] [--multiple] [--force] [--progress]\n\n\
          Without -s, xe talks to the local daemon on $XE_SOCKET (default /var/lib/xcp/xapi) as root.\n\
          'xe help <command>' describes one command; 'xe help --all' lists them all.\n\n",
     );

@@ -1,6 +1,6 @@
 //! The commands that are not generic, one table per subject: `misc` (`event-wait`, `task-cancel`,
 //! `host-compute-free-memory`), `vm` (power operations, install, clone, copy, snapshot, uninstall), `vm_storage`
-//! (`vm-disk-*`, `vm-cd-*`), `snapshot` (`template-*`, `snapshot-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`) and
+//! (`vm-disk-*`, `vm-cd-*`), `snapshot` (`template-*`, `snapshot-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`), `vdi_io` (`vdi-import`, `vdi-export`) and
 //! `vbd` (`vbd-*`). Each command is a row — name, parameters, what `xe help` says, and the function that runs it —
 //! and each runs as xe's `cli_operations.ml` does: the same XenAPI calls, the same output. A call the daemon does
 //! not implement yet (`NOT_IMPLEMENTED`) is said so plainly.
@@ -10,6 +10,7 @@ mod snapshot;
 mod sr;
 mod vbd;
 mod vdi;
+mod vdi_io;
 mod vm;
 mod vm_storage;
 
@@ -39,13 +40,14 @@ pub struct Special {
 /// The selectors a command on VMs takes.
 pub const VM_SELECTORS: &[&str] = &["uuid", "vm", "<field>=<value>", "--multiple"];
 
-const TABLES: [&[Special]; 7] = [
+const TABLES: [&[Special]; 8] = [
     misc::SPECIALS,
     vm::SPECIALS,
     vm_storage::SPECIALS,
     snapshot::SPECIALS,
     sr::SPECIALS,
     vdi::SPECIALS,
+    vdi_io::SPECIALS,
     vbd::SPECIALS,
 ];
 

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod storage;
+mod vdi_io;
 
 const PASSWORD: &str = "pw";
 

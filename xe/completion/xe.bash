@@ -31,7 +31,7 @@ _xe() {
     fi
 
     if [[ "$cur" == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--minimal --multiple --force --nossl" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--minimal --multiple --force --progress --nossl" -- "$cur")
         return 0
     fi
 

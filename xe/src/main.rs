@@ -1,7 +1,7 @@
 //! `xe`: the command line administrators script against (`xe vm-list`, `xe vm-param-get uuid=… param-name=…`).
 //!
 //! ```text
-//! xe <command> [param=value …] [--minimal] [--multiple] [--force]
+//! xe <command> [param=value …] [--minimal] [--multiple] [--force] [--progress]
 //!    [-s HOST [-p PORT] -u USER (-pw PASSWORD | -pwf FILE)] [--nossl]
 //! xe help [<command> | --all] [--minimal]
 //! ```
@@ -337,12 +337,29 @@ mod tests {
             "snapshot-disk-list",
             "snapshot-clone",
             "snapshot-copy",
+            "vdi-import",
+            "vdi-export",
         ];
         for c in storage {
             assert!(names.contains(&c), "{c} missing from help --all");
             let help = run(&argv(&format!("help {c}"))).unwrap();
             assert!(help.starts_with(&format!("command name            : {c}\n")), "{help}");
         }
+    }
+
+    #[test]
+    fn help_describes_vdi_import_and_export() {
+        expect_test::expect![[r#"
+            command name            : vdi-import
+                    reqd params     : uuid, filename
+                    optional params : format, --progress
+                    description     : Replaces the content of the VDI with the disk image in filename. Format is 'raw', 'vhd' or 'vmdk'; without format=, 'vhd' for a file name ending in .vhd, 'vmdk' for .vmdk, else 'raw'. The VDI must be at least as large as the image. A progress bar is shown on a terminal (--progress: always).
+        "#]]
+        .assert_eq(&run(&argv("help vdi-import")).unwrap());
+        assert_eq!(run(&argv("help vdi-export --minimal")).unwrap(), "uuid,filename,format\n");
+        let err = run(&argv("vdi-import uuid=x")).unwrap_err();
+        assert_eq!(err.render(), "Required parameter not found: filename\nFor usage run: 'xe help'\n");
+        assert!(parse(&argv("vdi-export uuid=x filename=y --progress")).unwrap().args.progress);
     }
 
     #[test]

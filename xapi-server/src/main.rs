@@ -210,5 +210,7 @@ async fn daemon() -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || export.shutdown()).await?;
     }
     let _ = std::fs::remove_file(&socket);
+    // The block servers' directory, if no server runs any more (they outlive the daemon otherwise, by design).
+    let _ = std::fs::remove_dir(state.storage.tapdisks.dir());
     Ok(())
 }

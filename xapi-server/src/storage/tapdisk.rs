@@ -349,7 +349,13 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Asks a server to stop (it flushes first), then SIGTERM after 2 s, then SIGKILL after 7 s; waits until it is gone.
-fn stop_proc(ctl: &Path, mut p: Proc) {
+fn stop_proc(ctl: &Path, p: Proc) {
+    stop_process(ctl, p);
+    // Its log goes with it (a server that failed to start keeps its log: `ensure` reports it).
+    let _ = fs::remove_file(ctl.with_extension("log"));
+}
+
+fn stop_process(ctl: &Path, mut p: Proc) {
     let _ = storage_repo::nbd::control(ctl, "stop");
     let pid = rustix::process::Pid::from_raw(p.pid as i32);
     let started = Instant::now();

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State as AxState};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use storage_repo::block::BlockDevice;
 use storage_repo::formats::vhd::{self, Chain};
 use uuid::Uuid;
 use xapi_types::generated::errors as codes;
 
-use super::{Format, PIECE, Refusal, TaskGuard, authenticate, param, target};
+use super::{Format, PIECE, TaskGuard, param};
 use crate::error::ApiError;
 use crate::state::{Peer, State};
 use crate::storage;
@@ -42,12 +42,9 @@ pub async fn export(
     req: Request,
 ) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
-    if let Err(r) = authenticate(&state, &peer, &query, req.headers()).await {
-        return r.into_response();
-    }
-    let mut t = match target(&state, &query) {
-        Ok(t) => t,
-        Err(e) => return Refusal::from(e).into_response(),
+    let mut t = match super::prelude(&state, &peer, &query, req.headers()).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let task = t.task.take();
     let format = t.format;

@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State as AxState};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use storage_repo::block::BlockDevice;
 use storage_repo::formats::vhd::{self, Chain, DiskType};
 use uuid::Uuid;
 use xapi_types::generated::errors as codes;
 
-use super::{Format, PIECE, Target, authenticate, check_unused, conclude, target};
+use super::{Format, PIECE, Target, check_unused, conclude};
 use crate::error::ApiError;
 use crate::state::{Peer, State};
 use crate::storage::sync;
@@ -47,12 +47,9 @@ pub async fn import(
     req: Request,
 ) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
-    if let Err(r) = authenticate(&state, &peer, &query, req.headers()).await {
-        return r.into_response();
-    }
-    let mut t = match target(&state, &query) {
-        Ok(t) => t,
-        Err(e) => return super::Refusal::from(e).into_response(),
+    let mut t = match super::prelude(&state, &peer, &query, req.headers()).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let task = t.task.take();

@@ -166,6 +166,12 @@ enum Format {
     Vmdk,
 }
 
+/// What both handlers do first: the request's query, its login checked, and the VDI it names.
+async fn prelude(state: &Arc<State>, peer: &Peer, query: &str, headers: &HeaderMap) -> Result<Target, Response> {
+    authenticate(state, peer, query, headers).await.map_err(IntoResponse::into_response)?;
+    target(state, query).map_err(|e| Refusal::from(e).into_response())
+}
+
 fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
     let vdi_c = class("VDI");
     let v = param(query, "vdi").ok_or_else(|| ApiError::invalid_value("vdi", ""))?;

@@ -236,7 +236,7 @@ pub fn forget(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args)
 pub fn destroy(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
     let sr = s(&args, 0);
     attached_pbd(ctx, sr)?;
-    let (sr_c, pbd_c, vdi_c) = (class("SR"), class("PBD"), class("VDI"));
+    let (sr_c, pbd_c) = (class("SR"), class("PBD"));
     let row = ctx.state.store.get(sr_c, sr)?;
     let rec = Rec::new(sr_c, &row.fields);
     if rec.str("type") == "ext" {
@@ -247,14 +247,12 @@ pub fn destroy(ctx: &Ctx<'_>, _: &'static Class, _: &'static Message, args: Args
         let backend = storage::open_backend(ctx.state, sr, Rec::new(pbd_c, &prow.fields).get("device_config"))?;
         if let Backend::Ext(fsr) = backend {
             let (files, _) = fsr.scan()?;
-            let managed: Vec<_> = files.iter().filter(|f| !f.hidden).collect();
-            if !managed.is_empty() {
+            if files.iter().any(|f| !f.hidden) {
                 return Err(ApiError::new(&codes::SR_NOT_EMPTY, Vec::<String>::new()));
             }
             fsr.destroy_all()?;
         }
     }
-    let _ = vdi_c;
     drop_records(ctx, sr)?;
     Ok(Reply::void())
 }

@@ -141,6 +141,9 @@ pub fn release_export(state: &State, uuid: &str, pid: u32) {
 /// Stops the block servers whose VDIs no attached VBD uses any more (and no NBD export holds), and wakes the
 /// collector.
 pub fn release_unused(state: &State) {
+    if state.storage.tapdisks.none() {
+        return;
+    }
     let (vbd_c, vdi_c) = (class("VBD"), class("VDI"));
     let mut used = Vec::new();
     for (_, row) in state.store.all(vbd_c) {

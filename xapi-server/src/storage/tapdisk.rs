@@ -101,6 +101,11 @@ impl Tapdisks {
         &self.dir
     }
 
+    /// Whether no block server runs (or is held) at all.
+    pub fn none(&self) -> bool {
+        self.procs().is_empty()
+    }
+
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proc>> {
         self.procs.lock().unwrap_or_else(|e| e.into_inner())
     }

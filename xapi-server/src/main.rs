@@ -111,7 +111,12 @@ async fn daemon() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // The data dir is made absolute once: SR locations and block-server sockets derived from it must be (the
+    // README's `--data-dir ./var`, and the default, are relative).
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    args.data_dir = std::fs::canonicalize(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     if let Some(addr) = args.https {
         bail!("--https {addr}: HTTPS is not available in this build yet; use --http (or a TLS proxy) for now");
     }

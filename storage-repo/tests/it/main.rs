@@ -6,6 +6,7 @@ mod nbd_fuzz;
 mod sr_crash;
 mod util;
 mod vhd_chain;
+mod vhd_delta;
 mod vhd_dynamic;
 mod vhd_fuzz;
 mod vhd_hostile;

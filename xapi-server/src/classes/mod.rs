@@ -8,7 +8,7 @@ mod session;
 pub mod sr;
 mod task;
 mod vbd;
-mod vdi;
+pub(crate) mod vdi;
 mod vm;
 
 use crate::dispatch::Handler;

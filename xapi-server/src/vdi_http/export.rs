@@ -7,8 +7,11 @@
 //!
 //! A VDI attached read-write is refused (`VDI_IN_USE`): its content changes under the reader. The chain is
 //! opened under the SR's lock and read without it: its files do not change content under an open chain (a
-//! snapshot or the collector replaces files by renaming, and the open files stay what they were). `base=` (a
-//! delta since a snapshot) answers 501 for now.
+//! snapshot or the collector replaces files by renaming, and the open files stay what they were).
+//!
+//! `base=<vdi>` with `format=vhd` gives a delta: a differencing VHD (footer UUID the VDI's, parent UUID and
+//! name the base's) holding the 2 MiB blocks whose content differs from the base's ([`vhd::write_delta`]), which
+//! an import with `format=vhd` applies onto a disk holding the base's content.
 
 use std::fs::File;
 use std::io::Read;
@@ -48,10 +51,13 @@ pub async fn export(
     };
     let task = t.task.take();
     let format = t.format;
-    if param(&query, "base").is_some_and(|b| !b.is_empty()) {
-        let e = ApiError::not_implemented("export_raw_vdi with base= (a delta since a snapshot)");
-        return super::conclude(task, Err(e));
-    }
+    let base = match param(&query, "base").filter(|b| !b.is_empty() && b != "OpaqueRef:NULL") {
+        None => None,
+        Some(b) => match base_of(&state, &t, &b) {
+            Ok(b) => Some(b),
+            Err(e) => return super::conclude(task, Err(e)),
+        },
+    };
     let st = state.clone();
     let prepared = tokio::task::spawn_blocking(move || -> Result<(Source, u64), ApiError> {
         if storage::attached_vbds(&st, &t.vdi).any(|(_, rw)| rw) {
@@ -59,6 +65,9 @@ pub async fn export(
         }
         st.storage.with_srs(&[&t.sr], || {
             let chain = Chain::open(&t.fsr.path(&t.uuid), false)?;
+            if let Some(b) = base {
+                return build_delta(&t.fsr.path(&t.uuid), &chain, t.uuid, &t.fsr.path(&b), b);
+            }
             match t.format {
                 Format::Raw => {
                     let ranges = chain.allocated_ranges()?;
@@ -98,6 +107,56 @@ pub async fn export(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     *r.status_mut() = StatusCode::OK;
     r
+}
+
+/// The base of a delta export: a VDI of the same SR (by ref or UUID), and `format=vhd`.
+fn base_of(state: &State, t: &super::Target, base: &str) -> Result<Uuid, ApiError> {
+    let vdi_c = crate::hv::rec::class("VDI");
+    let b = if state.store.get(vdi_c, base).is_ok() {
+        base.to_string()
+    } else {
+        state.store.by_uuid(vdi_c, base).map_err(|_| ApiError::handle_invalid("VDI", base))?.to_string()
+    };
+    if t.format != Format::Vhd {
+        return Err(ApiError::new(
+            &codes::IMPORT_ERROR,
+            [
+                "a delta (base=) is exported as a VHD: use format=vhd (a raw image cannot say which blocks are unchanged)",
+            ],
+        ));
+    }
+    let (uuid, sr) = storage::vdi_uuid(state, &b)?;
+    if sr != t.sr {
+        return Err(ApiError::new(
+            &codes::IMPORT_ERROR,
+            [format!("the base {b} is in another SR than {}: a delta is taken against a VDI of the same SR", t.vdi)],
+        ));
+    }
+    Ok(uuid)
+}
+
+/// A differencing VHD of what differs between the chain and `base`'s, in a temporary file unlinked once open.
+fn build_delta(
+    vdi_path: &std::path::Path,
+    chain: &Chain,
+    uuid: Uuid,
+    base_path: &std::path::Path,
+    base: Uuid,
+) -> Result<(Source, u64), ApiError> {
+    let tmp = vdi_path.with_extension(format!("vhd.export-{}", Uuid::new_v4().simple()));
+    let result = (|| -> Result<(Source, u64), ApiError> {
+        let base_chain = Chain::open(base_path, false)?;
+        vhd::create_delta(&tmp, uuid, chain.size(), base, &format!("{base}.vhd"))?;
+        {
+            let dst = Chain::open_alone(&tmp, true)?;
+            vhd::write_delta(chain, &base_chain, &dst)?;
+        }
+        let file = File::open(&tmp).map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?;
+        let len = file.metadata().map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?.len();
+        Ok((Source::File(file), len))
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 /// A dynamic VHD of the chain's content in a temporary file next to the VDI's, unlinked once open.

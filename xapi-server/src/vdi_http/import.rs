@@ -2,10 +2,20 @@
 //!
 //! The body (with a `Content-Length` or chunked) is received in 1 MiB pieces and handed to one blocking writer
 //! through a channel of a few pieces. `format=raw` is written into a new sparse VHD `<uuid>.vhd.import`, all-zero
-//! 64 KiB runs skipped; `format=vhd` (and `format=vmdk`, converted by `storage_repo::formats::vmdk`) is spooled to `.<uuid>.upload`, checked as hostile input, and its allocated
-//! ranges copied into the new VHD. Only when all is written and flushed does the new file replace `<uuid>.vhd`,
-//! under the SR's lock, followed by a rescan. Every failure (bad data, too long, truncated, disconnected,
-//! cancelled) deletes the temporary files and leaves the VDI as it was.
+//! 64 KiB runs skipped; `format=vhd` and `format=vmdk` are converted while they arrive
+//! (`storage_repo::formats::{vhd,vmdk}::ingest`, which read the body once, front to back, as hostile input) into
+//! the new VHD. Only when all is written and flushed does the new file replace `<uuid>.vhd`, under the SR's lock,
+//! followed by a rescan. Every failure (bad data, too long, truncated, disconnected, cancelled) deletes the
+//! temporary files and leaves the VDI as it was.
+//!
+//! A differencing VHD is a delta (`export_raw_vdi?base=`): it is applied onto a copy of the VDI's content if the
+//! VDI holds the delta's base. What a VDI holds is known only from imports: a VHD import records the upload's
+//! footer UUID (a VHD export's is the exported VDI's UUID; a delta's, the VDI it was taken from) with the new
+//! file's modification time in `sm_config:vhd-content` ([`CONTENT_KEY`]); the record counts only while the file
+//! is unchanged since (same mtime: a guest's write, a copy or a raw import changes it).
+//!
+//! With `sr=` instead of `vdi=`, the import makes the VDI: its size is the image's (the VHD or VMDK header, or a
+//! raw upload's `Content-Length`, or `virtual_size=`), and it is destroyed again if the import fails.
 //!
 //! One import at a time per VDI; temporary files that no running import owns are a crash's leftovers, removed
 //! by the next import of that VDI.
@@ -15,22 +25,26 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State as AxState};
 use axum::http::header;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use storage_repo::block::BlockDevice;
-use storage_repo::formats::vhd::{self, Chain, DiskType};
+use storage_repo::formats::ingest::{self, IngestInfo, IngestSink};
+use storage_repo::formats::vhd::{self, Chain};
 use uuid::Uuid;
+use xapi_types::Value;
 use xapi_types::generated::errors as codes;
 
-use super::{Format, PIECE, Target, check_unused, conclude};
+use super::{Format, PIECE, Refusal, Target, check_unused, conclude, param};
+use crate::db;
 use crate::error::ApiError;
+use crate::hv::rec::{class, set};
 use crate::state::{Peer, State};
 use crate::storage::sync;
 
@@ -38,8 +52,50 @@ use crate::storage::sync;
 const ZERO_RUN: usize = 64 << 10;
 /// The receiver's error when the writer has stopped (the writer's own error is the one to report).
 const WRITER_GONE: &str = "the writer stopped";
+/// How much of a refused upload is still read (and dropped) before the answer, bytes.
+const DRAIN_LIMIT: usize = 64 << 20;
 /// Pieces in flight between the receiver and the writer.
 const IN_FLIGHT: usize = 4;
+/// The `sm_config` key recording which disk's content a VDI holds: `<uuid> <file mtime in ns>`.
+pub const CONTENT_KEY: &str = "vhd-content";
+
+/// The file's modification time, ns since the epoch.
+fn mtime_ns(path: &Path) -> Option<u128> {
+    let m = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(m.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos())
+}
+
+/// The disk whose content VDI `t` holds, if an import recorded it and the file has not changed since.
+fn content_of(state: &State, t: &Target) -> Option<Uuid> {
+    let vdi_c = class("VDI");
+    let row = state.store.get(vdi_c, &t.vdi).ok()?;
+    let v = crate::hv::rec::Rec::new(vdi_c, &row.fields).map_get("sm_config", CONTENT_KEY)?.to_string();
+    let (uuid, stamp) = v.split_once(' ')?;
+    (stamp.parse::<u128>().ok()? == mtime_ns(&t.fsr.path(&t.uuid))?).then(|| Uuid::parse_str(uuid).ok())?
+}
+
+/// Records (or, `None`, forgets) the disk whose content VDI `t` now holds.
+fn set_content(state: &State, t: &Target, content: Option<Uuid>) -> Result<(), ApiError> {
+    let vdi_c = class("VDI");
+    let value = content.and_then(|u| Some(format!("{u} {}", mtime_ns(&t.fsr.path(&t.uuid))?)));
+    state.store.transaction(|tx| {
+        tx.update(vdi_c, &t.vdi, |f| {
+            let mut smc: Vec<(String, Value)> = crate::hv::rec::Rec::new(vdi_c, f)
+                .get("sm_config")
+                .as_struct()
+                .unwrap_or_default()
+                .iter()
+                .filter(|(k, _)| k != CONTENT_KEY)
+                .cloned()
+                .collect();
+            if let Some(v) = &value {
+                smc.push((CONTENT_KEY.into(), Value::str(v.clone())));
+            }
+            set(vdi_c, f, "sm_config", Value::Struct(smc));
+        })
+    })?;
+    Ok(())
+}
 
 pub async fn import(
     AxState(state): AxState<Arc<State>>,
@@ -47,14 +103,88 @@ pub async fn import(
     req: Request,
 ) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
-    let mut t = match super::prelude(&state, &peer, &query, req.headers()).await {
+    let creating = param(&query, "vdi").is_none() && param(&query, "sr").is_some();
+    let prepared = if creating {
+        match super::authenticate(&state, &peer, &query, req.headers()).await {
+            Ok(()) => new_target(&state, &query).map_err(|e| Refusal::from(e).into_response()),
+            Err(r) => Err(r.into_response()),
+        }
+    } else {
+        super::prelude(&state, &peer, &query, req.headers()).await.map(|t| (t, None))
+    };
+    let (mut t, create) = match prepared {
         Ok(p) => p,
         Err(r) => return r,
     };
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let task = t.task.take();
-    let outcome = receive(&state, t, req, length, task.as_ref()).await;
-    conclude(task, outcome)
+    let outcome = receive(&state, t, create, req, length, task.as_ref()).await;
+    // `sr=`: the new VDI's ref is the answer's body (the task's result too), for a script to go on with.
+    let made = match (&outcome, creating) {
+        (Ok(v), true) => Some(v.trim_start_matches("<value>").trim_end_matches("</value>").to_string()),
+        _ => None,
+    };
+    let mut response = conclude(task, outcome);
+    if let Some(vdi) = made {
+        *response.body_mut() = axum::body::Body::from(format!("{vdi}\n"));
+        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+/// What `sr=` asks for: a new VDI of the image's size.
+struct NewVdi {
+    name_label: String,
+    name_description: String,
+    /// `virtual_size=`, or a raw upload's `Content-Length` (filled in later).
+    size: Option<u64>,
+}
+
+/// The target of an import that makes its VDI: the SR, a UUID chosen now (the VDI gets it when it is made).
+fn new_target(state: &Arc<State>, query: &str) -> Result<(Target, Option<NewVdi>), ApiError> {
+    let sr_c = class("SR");
+    let s = param(query, "sr").unwrap_or_default();
+    let sr = if state.store.get(sr_c, &s).is_ok() {
+        s
+    } else {
+        state.store.by_uuid(sr_c, &s).map_err(|_| ApiError::handle_invalid("SR", &s))?.to_string()
+    };
+    let fsr = match state.storage.backend(&sr)? {
+        crate::storage::Backend::Ext(f) => f,
+        crate::storage::Backend::Iso(_) => {
+            return Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr.as_str()]));
+        }
+    };
+    let format = super::format_of(query)?;
+    let size = match param(query, "virtual_size") {
+        None => None,
+        Some(v) => {
+            Some(v.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| ApiError::invalid_value("virtual_size", &v))?)
+        }
+    };
+    let new = NewVdi {
+        name_label: param(query, "name_label").unwrap_or_else(|| "Imported disk".into()),
+        name_description: param(query, "name_description").unwrap_or_default(),
+        size,
+    };
+    let task = super::task_of(state, query)?;
+    Ok((Target { vdi: String::new(), uuid: Uuid::new_v4(), sr, fsr, format, task }, Some(new)))
+}
+
+/// Makes the VDI an `sr=` import asked for, of `size` bytes, with the UUID chosen for it; returns its ref.
+fn make_vdi(state: &State, t: &Target, new: &NewVdi, size: u64) -> Result<String, ApiError> {
+    let vdi_c = class("VDI");
+    let mut f = db::default_row(vdi_c);
+    set(vdi_c, &mut f, "uuid", t.uuid.to_string());
+    set(vdi_c, &mut f, "name_label", new.name_label.clone());
+    set(vdi_c, &mut f, "name_description", new.name_description.clone());
+    set(vdi_c, &mut f, "SR", t.sr.clone());
+    set(vdi_c, &mut f, "virtual_size", i64::try_from(size).unwrap_or(i64::MAX));
+    set(vdi_c, &mut f, "type", "user");
+    match crate::classes::vdi::insert_new(state, db::new_ref(), f)? {
+        crate::dispatch::Reply::Value(Value::Str(r)) => Ok(r),
+        _ => Err(ApiError::internal("VDI.create gave no ref")),
+    }
 }
 
 /// The VDIs (file UUIDs) an import is writing: one import at a time per VDI. Temporary files of a VDI not in
@@ -95,12 +225,6 @@ impl Drop for Temps {
     }
 }
 
-/// Where the upload goes.
-enum Sink {
-    Raw { chain: Box<Chain>, offset: u64 },
-    Spool { file: File },
-}
-
 enum Piece {
     Data(Bytes),
     End,
@@ -111,6 +235,7 @@ fn import_path(t: &Target) -> PathBuf {
     t.fsr.path(&t.uuid).with_extension("vhd.import")
 }
 
+/// Where a spool went in earlier versions: removed if a crash left one.
 fn spool_path(t: &Target) -> PathBuf {
     t.fsr.root().join(format!(".{}.upload", t.uuid))
 }
@@ -135,90 +260,220 @@ fn check_standalone(t: &Target) -> Result<(), ApiError> {
     }
 }
 
-/// Checks the target, creates the new file (and the spool), then receives the body into them and swaps the new
-/// file in.
+/// Where the data goes: the new file, made when its size is known (at once for a raw upload into a VDI; when the
+/// image's head has been read otherwise), and the VDI itself for an `sr=` import.
+struct Writer {
+    state: Arc<State>,
+    t: Target,
+    /// `sr=`: the VDI to make (taken when it is made).
+    create: Option<NewVdi>,
+    /// The VDI's size (known once it exists).
+    size: u64,
+    chain: Option<Chain>,
+    /// A delta: every write goes in, zeros included.
+    delta: bool,
+    /// The VDI was made by this import (`sr=`): a failure destroys it.
+    made: bool,
+    /// The error behind a sink failure (the ingest reports it as an I/O error on its destination).
+    failure: Option<ApiError>,
+    temps: Temps,
+    /// Bytes of a raw upload written so far.
+    offset: u64,
+    /// What the VDI will hold (a VHD upload's footer UUID), recorded in [`CONTENT_KEY`].
+    content: Option<Uuid>,
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()])
+}
+
+impl Writer {
+    /// Makes the VDI (`sr=`) or checks the size against it, then creates the new file: empty, or (a delta) a
+    /// copy of the VDI's content.
+    fn open(&mut self, info: &IngestInfo) -> Result<(), ApiError> {
+        if let Some(new) = self.create.take() {
+            let size = info.capacity.or(new.size).ok_or_else(|| {
+                ApiError::new(
+                    &codes::IMPORT_ERROR,
+                    ["the image's size is not known until its end: give virtual_size= (or a Content-Length)"],
+                )
+            })?;
+            if info.parent.is_some() {
+                return Err(ApiError::new(
+                    &codes::IMPORT_ERROR,
+                    ["a delta (differencing VHD) is applied onto the VDI holding its base: give vdi=, not sr="],
+                ));
+            }
+            self.t.vdi = make_vdi(&self.state, &self.t, &new, size)?;
+            self.made = true;
+            self.size = vhd::read_info(&self.t.fsr.path(&self.t.uuid))?.virtual_size;
+        }
+        if let Some(c) = info.capacity
+            && c > self.size
+        {
+            return Err(ApiError::new(&codes::VDI_TOO_SMALL, [self.t.vdi.clone(), c.to_string()]));
+        }
+        let new = import_path(&self.t);
+        let current = self.t.fsr.path(&self.t.uuid);
+        if self.t.format == Format::Vhd {
+            self.content = info.uuid;
+        }
+        match info.parent {
+            Some(parent) => {
+                let holds = content_of(&self.state, &self.t);
+                if holds != Some(parent) {
+                    let holds = holds.map_or(
+                        "no known disk's content (it was not made by a VHD import, or has \
+                                              changed since)"
+                            .to_string(),
+                        |u| format!("disk {u}'s content"),
+                    );
+                    return Err(ApiError::new(
+                        &codes::IMPORT_ERROR,
+                        [format!(
+                            "the uploaded VHD is a delta onto disk {parent}, but VDI {} holds {holds}: import the \
+                             base first (a VHD export of it), or upload a dynamic or fixed VHD",
+                            self.t.vdi
+                        )],
+                    ));
+                }
+                vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
+                let chain = Chain::open(&new, true)?;
+                vhd::copy_into(&Chain::open(&current, false)?, &chain)?;
+                self.chain = Some(chain);
+                self.delta = true;
+            }
+            None => {
+                vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
+                self.chain = Some(Chain::open(&new, true)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, offset: u64, data: &[u8]) -> Result<(), ApiError> {
+        let end = offset + data.len() as u64;
+        if end > self.size {
+            return Err(ApiError::new(&codes::VDI_TOO_SMALL, [self.t.vdi.clone(), end.to_string()]));
+        }
+        let chain = self.chain.as_ref().ok_or_else(|| ApiError::internal("a write before the file was made"))?;
+        if self.delta { chain.write_at(data, offset) } else { write_nonzero(chain, data, offset) }.map_err(io_error)
+    }
+
+    /// Keeps `e` as the cause and gives the ingest an I/O error to stop on.
+    fn fail(&mut self, e: ApiError) -> std::io::Error {
+        let msg = e.description().join(" ");
+        self.failure = Some(e);
+        std::io::Error::other(msg)
+    }
+}
+
+impl IngestSink for Writer {
+    fn begin(&mut self, info: &IngestInfo) -> std::io::Result<()> {
+        self.open(info).map_err(|e| self.fail(e))
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.put(offset, data).map_err(|e| self.fail(e))
+    }
+}
+
+/// Checks the target and claims it, then receives the body into the new file and swaps it in.
 async fn receive(
     state: &Arc<State>,
     t: Target,
+    create: Option<NewVdi>,
     req: Request,
     length: Option<u64>,
     task: Option<&super::TaskGuard>,
 ) -> Result<String, ApiError> {
-    let t = Arc::new(t);
-    // Setting up: checks and new files (blocking file work).
-    let (st, tt) = (state.clone(), t.clone());
-    let (sink, temps, size) = tokio::task::spawn_blocking(move || -> Result<(Sink, Temps, u64), ApiError> {
-        check_unused(&st, &tt, "import")?;
-        check_standalone(&tt)?;
-        let current = vhd::read_info(&tt.fsr.path(&tt.uuid))?;
-        let mut temps = Temps::claim(&tt)?;
-        let (new, spool) = (import_path(&tt), spool_path(&tt));
-        // Left by a crash in the middle of an import, if there.
-        for p in [&new, &spool] {
-            temps.files.push(p.clone());
-            let _ = std::fs::remove_file(p);
-        }
-        vhd::create_dynamic(&new, current.uuid, current.virtual_size)?;
-        let sink = match tt.format {
-            Format::Raw => Sink::Raw { chain: Box::new(Chain::open(&new, true)?), offset: 0 },
-            Format::Vhd | Format::Vmdk => {
-                let file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&spool)
-                    .map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [format!("{}: {e}", spool.display())]))?;
-                Sink::Spool { file }
-            }
+    // Setting up: checks, the claim, leftovers of a crash removed; a raw upload's file made at once.
+    let st = state.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<Writer, ApiError> {
+        let size = if create.is_none() {
+            check_unused(&st, &t, "import")?;
+            check_standalone(&t)?;
+            vhd::read_info(&t.fsr.path(&t.uuid))?.virtual_size
+        } else {
+            0
         };
-        Ok((sink, temps, current.virtual_size))
+        let mut temps = Temps::claim(&t)?;
+        for p in [import_path(&t), spool_path(&t)] {
+            let _ = std::fs::remove_file(&p);
+            temps.files.push(p);
+        }
+        let mut w = Writer {
+            state: st,
+            t,
+            create,
+            size,
+            chain: None,
+            delta: false,
+            made: false,
+            failure: None,
+            temps,
+            offset: 0,
+            content: None,
+        };
+        if w.t.format == Format::Raw {
+            if let Some(new) = w.create.as_mut() {
+                new.size = new.size.or(length);
+            }
+            let capacity = if w.create.is_some() { None } else { Some(0) };
+            w.open(&IngestInfo { capacity, uuid: None, parent: None })?;
+        }
+        Ok(w)
     })
     .await
     .map_err(ApiError::internal)??;
 
     // Receiving: pieces go to one blocking writer.
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
-    let vdi = t.vdi.clone();
-    let writer = tokio::task::spawn_blocking(move || write_all(sink, rx, size, vdi));
+    let writing = tokio::task::spawn_blocking(move || write_all(writer, rx, length));
     let received = pump(req, tx, length, task).await;
-    let sink = writer.await.map_err(ApiError::internal)?;
+    let written = writing.await.map_err(ApiError::internal)?;
     // When the writer stopped first, its error is the cause (e.g. too long); otherwise the receiver's is (a
     // truncated body, a cancelled task).
-    let sink = match (received, sink) {
-        (Ok(()), Ok(s)) => s,
-        (Err(e), Err(w)) if e.params.first().map(String::as_str) == Some(WRITER_GONE) => return Err(w),
-        (Err(e), _) => return Err(e),
-        (Ok(()), Err(w)) => return Err(w),
+    let (writer, failed) = match (received, written) {
+        (Ok(()), (w, Ok(()))) => (w, None),
+        (Err(e), (w, Err(f))) if e.params.first().map(String::as_str) == Some(WRITER_GONE) => (w, Some(f)),
+        (Err(e), (w, _)) | (Ok(()), (w, Err(e))) => (w, Some(e)),
     };
 
-    // Finishing: convert, flush, swap in, rescan. Blocking; the temporary files go with it whatever happens.
+    // Finishing: flush, swap in, rescan; or undo (a VDI made for the import is destroyed). Blocking; the
+    // temporary files go with it whatever happens.
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
-        let temps = temps;
-        let new = import_path(&t);
-        match sink {
-            Sink::Raw { chain, .. } => {
-                chain.flush().map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?;
-            }
-            Sink::Spool { file } => {
-                drop(file);
-                match t.format {
-                    Format::Vmdk => copy_vmdk(&t, &spool_path(&t), &new, size)?,
-                    _ => copy_vhd(&t, &spool_path(&t), &new, size)?,
+        let Writer { t, chain, temps, made, content, .. } = writer;
+        let swapped = match (failed, chain) {
+            (Some(e), _) => Err(e),
+            (None, None) => Err(ApiError::new(&codes::IMPORT_ERROR, ["the upload held no image"])),
+            (None, Some(chain)) => chain.flush().map_err(io_error).and_then(|()| {
+                drop(chain);
+                let new = import_path(&t);
+                st.storage.with_srs(&[&t.sr], || {
+                    check_unused(&st, &t, "import")?;
+                    check_standalone(&t)?;
+                    let path = t.fsr.path(&t.uuid);
+                    std::fs::rename(&new, &path)
+                        .map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [format!("{}: {e}", path.display())]))?;
+                    sync_dir(t.fsr.root());
+                    set_content(&st, &t, content)?;
+                    sync::sr_held(&st, &t.sr)
+                })
+            }),
+        };
+        drop(temps);
+        match swapped {
+            // The task's result is the XML-RPC value of the VDI's ref, as for an `Async.` call returning it.
+            Ok(()) => Ok(format!("<value>{}</value>", t.vdi)),
+            Err(e) => {
+                if made && let Err(d) = crate::classes::vdi::destroy_ref(&st, &t.vdi) {
+                    tracing::warn!(vdi = %t.vdi, error = ?d.description(), "the VDI made for a failed import stays");
                 }
+                Err(e)
             }
         }
-        st.storage.with_srs(&[&t.sr], || {
-            check_unused(&st, &t, "import")?;
-            check_standalone(&t)?;
-            let path = t.fsr.path(&t.uuid);
-            std::fs::rename(&new, &path)
-                .map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [format!("{}: {e}", path.display())]))?;
-            sync_dir(t.fsr.root());
-            drop(temps);
-            sync::sr_held(&st, &t.sr)
-        })?;
-        // The task's result is the XML-RPC value of the VDI's ref, as for an `Async.` call returning it.
-        Ok(format!("<value>{}</value>", t.vdi))
     })
     .await
     .map_err(ApiError::internal)?
@@ -240,7 +495,6 @@ async fn pump(
     let mut body = req.into_body().into_data_stream();
     let mut piece = Vec::with_capacity(PIECE);
     let mut total = 0u64;
-    let writer_gone = || ApiError::new(&codes::VDI_IO_ERROR, [WRITER_GONE]);
     while let Some(frame) = body.next().await {
         let mut frame = frame.map_err(|e| {
             ApiError::new(&codes::VDI_IO_ERROR, [format!("the upload stopped after {total} bytes: {e}")])
@@ -251,7 +505,9 @@ async fn pump(
             piece.extend_from_slice(&frame.split_to(n));
             if piece.len() == PIECE {
                 let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE));
-                tx.send(Piece::Data(full.into())).await.map_err(|_| writer_gone())?;
+                if tx.send(Piece::Data(full.into())).await.is_err() {
+                    return Err(writer_gone(&mut body).await);
+                }
             }
         }
         if let Some(t) = task {
@@ -261,38 +517,123 @@ async fn pump(
             }
         }
     }
-    if !piece.is_empty() {
-        tx.send(Piece::Data(piece.into())).await.map_err(|_| writer_gone())?;
+    if !piece.is_empty() && tx.send(Piece::Data(piece.into())).await.is_err() {
+        return Err(writer_gone(&mut body).await);
     }
-    tx.send(Piece::End).await.map_err(|_| writer_gone())
+    if tx.send(Piece::End).await.is_err() {
+        return Err(writer_gone(&mut body).await);
+    }
+    Ok(())
 }
 
-/// The writer: pieces into the sink until `End` (the channel closing first means the upload failed).
-fn write_all(
-    mut sink: Sink,
-    mut rx: tokio::sync::mpsc::Receiver<Piece>,
-    size: u64,
-    vdi: String,
-) -> Result<Sink, ApiError> {
-    let io = |e: std::io::Error| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]);
-    loop {
-        match rx.blocking_recv() {
-            None => return Err(ApiError::new(&codes::VDI_IO_ERROR, ["the upload stopped"])),
-            Some(Piece::End) => return Ok(sink),
-            Some(Piece::Data(data)) => match &mut sink {
-                Sink::Spool { file } => file.write_all(&data).map_err(io)?,
-                Sink::Raw { chain, offset } => {
-                    if *offset + data.len() as u64 > size {
-                        return Err(ApiError::new(
-                            &codes::VDI_TOO_SMALL,
-                            [vdi.clone(), (*offset + data.len() as u64).to_string()],
-                        ));
-                    }
-                    write_nonzero(chain, &data, *offset).map_err(io)?;
-                    *offset += data.len() as u64;
-                }
-            },
+/// The writer stopped (refused the image): reads on, dropping, up to [`DRAIN_LIMIT`] more bytes of the body, so
+/// that a client still sending sees the answer rather than a reset connection.
+async fn writer_gone(body: &mut axum::body::BodyDataStream) -> ApiError {
+    let mut drained = 0usize;
+    while drained < DRAIN_LIMIT {
+        match body.next().await {
+            Some(Ok(f)) => drained += f.len(),
+            _ => break,
         }
+    }
+    ApiError::new(&codes::VDI_IO_ERROR, [WRITER_GONE])
+}
+
+/// The body as a [`Read`] for the ingests: pieces from the channel; the channel closing before `End` is an error
+/// (the upload failed).
+struct Pieces {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    cur: Bytes,
+    ended: bool,
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.cur.is_empty() {
+                let n = buf.len().min(self.cur.len());
+                buf[..n].copy_from_slice(&self.cur.split_to(n));
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                None => return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")),
+                Some(Piece::End) => self.ended = true,
+                Some(Piece::Data(b)) => self.cur = b,
+            }
+        }
+    }
+}
+
+/// The writer: the body into the new file until `End` (the channel closing first means the upload failed).
+/// Returns the writer (whatever happened: it holds the claim and what to undo) and the outcome.
+fn write_all(
+    mut w: Writer,
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    length: Option<u64>,
+) -> (Writer, Result<(), ApiError>) {
+    let mut pieces = Pieces { rx, cur: Bytes::new(), ended: false };
+    let outcome = match w.t.format {
+        Format::Raw => loop {
+            match pieces.rx.blocking_recv() {
+                None => break Err(ApiError::new(&codes::VDI_IO_ERROR, ["the upload stopped"])),
+                Some(Piece::End) => break Ok(()),
+                Some(Piece::Data(data)) => {
+                    let at = w.offset;
+                    if let Err(e) = w.put(at, &data) {
+                        break Err(e);
+                    }
+                    w.offset += data.len() as u64;
+                }
+            }
+        },
+        Format::Vhd | Format::Vmdk => {
+            let (what, r) = match w.t.format {
+                Format::Vhd => ("VHD", run_ingest(Format::Vhd, &mut pieces, length, &mut w)),
+                _ => ("VMDK", run_ingest(Format::Vmdk, &mut pieces, length, &mut w)),
+            };
+            match (r, w.failure.take()) {
+                (Err(_), Some(f)) => Err(f),
+                (Err(storage_repo::Error::Io { path, source }), None) if path == Path::new(ingest::UPLOAD) => {
+                    Err(ApiError::new(&codes::VDI_IO_ERROR, [format!("the upload stopped: {source}")]))
+                }
+                (Err(e @ storage_repo::Error::Io { .. }), None) => Err(ApiError::from(e)),
+                (Err(e), None) => {
+                    Err(ApiError::new(&codes::IMPORT_ERROR, [format!("the uploaded {what} is not valid: {e}")]))
+                }
+                // Whatever follows the image (padding) is read and dropped, so that the receiver finishes.
+                (Ok(()), _) => std::io::copy(&mut pieces, &mut std::io::sink())
+                    .map(|_| ())
+                    .map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [format!("the upload stopped: {e}")])),
+            }
+        }
+    };
+    (w, outcome)
+}
+
+/// The format's ingest (`storage_repo::formats::{vhd,vmdk}::ingest`).
+fn run_ingest(
+    format: Format,
+    r: &mut Pieces,
+    length: Option<u64>,
+    sink: &mut dyn IngestSink,
+) -> storage_repo::Result<()> {
+    use storage_repo::formats::vmdk;
+    match format {
+        Format::Vmdk => {
+            let _ = length;
+            let mut s = vmdk::stream(r)?;
+            let capacity = s.info().capacity;
+            sink.begin(&IngestInfo { capacity: Some(capacity), uuid: None, parent: None })
+                .map_err(ingest::sink_error)?;
+            while let Some((off, d)) = s.next_data()? {
+                sink.write(off, d).map_err(ingest::sink_error)?;
+            }
+            Ok(())
+        }
+        _ => Err(storage_repo::Error::Invalid("VHD streaming is not merged yet".into())),
     }
 }
 
@@ -317,50 +658,5 @@ fn write_nonzero(chain: &Chain, data: &[u8], offset: u64) -> std::io::Result<()>
     if let Some(s) = start {
         chain.write_at(&data[s..], offset + s as u64)?;
     }
-    Ok(())
-}
-
-/// Copies an uploaded VHD (`spool`, untrusted) into the new file `new` of `size` bytes.
-fn copy_vhd(t: &Target, spool: &Path, new: &Path, size: u64) -> Result<(), ApiError> {
-    let bad = |e: storage_repo::Error| match e {
-        storage_repo::Error::Io { .. } => ApiError::from(e),
-        other => ApiError::new(&codes::IMPORT_ERROR, [format!("the uploaded VHD is not valid: {other}")]),
-    };
-    // Read its metadata alone first: a differencing disk's parent must never be looked for in the SR.
-    let info = vhd::read_info(spool).map_err(bad)?;
-    if info.disk_type == DiskType::Differencing || info.parent.is_some() {
-        return Err(ApiError::new(
-            &codes::IMPORT_ERROR,
-            ["the uploaded VHD is a differencing disk; upload a dynamic or fixed VHD (or a raw image)".to_string()],
-        ));
-    }
-    if info.virtual_size > size {
-        return Err(ApiError::new(&codes::VDI_TOO_SMALL, [t.vdi.clone(), info.virtual_size.to_string()]));
-    }
-    let src = Chain::open(spool, false).map_err(bad)?;
-    let dst = Chain::open(new, true)?;
-    vhd::copy_into(&src, &dst).map_err(bad)?;
-    Ok(())
-}
-
-/// Converts an uploaded VMDK (`spool`, untrusted: monolithicSparse or streamOptimized) into the new file `new` of
-/// `size` bytes: only its allocated, non-zero grains are written.
-fn copy_vmdk(t: &Target, spool: &Path, new: &Path, size: u64) -> Result<(), ApiError> {
-    use storage_repo::formats::vmdk;
-    let bad = |e: storage_repo::Error| match e {
-        storage_repo::Error::Io { .. } => ApiError::from(e),
-        other => ApiError::new(&codes::IMPORT_ERROR, [format!("the uploaded VMDK is not valid: {other}")]),
-    };
-    let mut reader = vmdk::open(spool).map_err(bad)?;
-    let capacity = reader.info().capacity;
-    if capacity > size {
-        return Err(ApiError::new(&codes::VDI_TOO_SMALL, [t.vdi.clone(), capacity.to_string()]));
-    }
-    let dst = Chain::open(new, true)?;
-    let io = |e: std::io::Error| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]);
-    while let Some((offset, data)) = reader.next_data().map_err(bad)? {
-        write_nonzero(&dst, data, offset).map_err(io)?;
-    }
-    dst.flush().map_err(io)?;
     Ok(())
 }

@@ -149,7 +149,7 @@ async fn authenticate(state: &Arc<State>, peer: &Peer, query: &str, headers: &He
 }
 
 /// What a request asks for, checked: the VDI (its ref, file UUID, SR and `ext` backend), the format, the task.
-struct Target {
+pub(crate) struct Target {
     vdi: String,
     uuid: Uuid,
     sr: String,
@@ -180,17 +180,7 @@ fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
     } else {
         state.store.by_uuid(vdi_c, &v).map_err(|_| ApiError::handle_invalid("VDI", &v))?.to_string()
     };
-    let format = match param(query, "format").as_deref() {
-        None | Some("raw") => Format::Raw,
-        Some("vhd") => Format::Vhd,
-        Some("vmdk") => Format::Vmdk,
-        Some(other) => {
-            return Err(ApiError::new(
-                &codes::IMPORT_ERROR,
-                [format!("format {other} is not supported (raw, vhd; vmdk for imports)")],
-            ));
-        }
-    };
+    let format = format_of(query)?;
     let row = state.store.get(vdi_c, &vdi)?;
     if !Rec::new(vdi_c, &row.fields).bool("managed") {
         return Err(ApiError::new(&codes::VDI_NOT_MANAGED, [vdi.as_str()]));
@@ -200,13 +190,31 @@ fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
         Backend::Ext(f) => f,
         Backend::Iso(_) => return Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr.as_str()])),
     };
-    let task = match param(query, "task_id") {
-        Some(t) if !t.is_empty() && t != "OpaqueRef:NULL" => {
-            Some(TaskGuard(Some(TaskHandle::attach(state.clone(), &t)?)))
-        }
-        _ => None,
-    };
+    let task = task_of(state, query)?;
     Ok(Target { vdi, uuid, sr, fsr, format, task })
+}
+
+/// `format=` (default raw).
+fn format_of(query: &str) -> Result<Format, ApiError> {
+    match param(query, "format").as_deref() {
+        None | Some("raw") => Ok(Format::Raw),
+        Some("vhd") => Ok(Format::Vhd),
+        Some("vmdk") => Ok(Format::Vmdk),
+        Some(other) => Err(ApiError::new(
+            &codes::IMPORT_ERROR,
+            [format!("format {other} is not supported (raw, vhd; vmdk for imports)")],
+        )),
+    }
+}
+
+/// `task_id=`: a task to report through (none for an empty or null ref).
+fn task_of(state: &Arc<State>, query: &str) -> Result<Option<TaskGuard>, ApiError> {
+    match param(query, "task_id") {
+        Some(t) if !t.is_empty() && t != "OpaqueRef:NULL" => {
+            Ok(Some(TaskGuard(Some(TaskHandle::attach(state.clone(), &t)?))))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A task being worked on: finished with a failure if dropped unfinished (the client went away, the handler was

@@ -44,7 +44,9 @@ fn request(addr: SocketAddr, head: &str, body: impl FnOnce(&mut TcpStream)) -> (
 
 fn put(addr: SocketAddr, target: &str, data: &[u8]) -> (u16, String) {
     let head = format!("PUT {target} HTTP/1.1\r\nContent-Length: {}\r\n", data.len());
-    request(addr, &head, |c| c.write_all(data).unwrap())
+    request(addr, &head, |c| {
+        let _ = c.write_all(data);
+    })
 }
 
 fn put_chunked(addr: SocketAddr, target: &str, data: &[u8]) -> (u16, String) {
@@ -367,4 +369,115 @@ fn vmdk_uploads_are_converted_to_vhd() {
         assert!(api.export(&vdi, "raw") == source, "{sub}: a failed import changed the VDI");
         assert!(no_temporary_files(&dir));
     }
+}
+
+fn vdi_count(api: &Api) -> usize {
+    match api.ok("VDI.get_all", &[]) {
+        Value::Array(a) => a.len(),
+        other => panic!("VDI.get_all: {other:?}"),
+    }
+}
+
+#[test]
+fn deltas_and_imports_that_make_their_vdi() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let dir = api.sr_dir(&sr);
+    let null = || s("OpaqueRef:NULL");
+    // A has data in blocks 0, 2 and 7; B zeroes block 0 and writes into block 1.
+    let a = pattern(SIZE as usize);
+    let mut b = a.clone();
+    b[..MIB as usize].fill(0);
+    b[3 * MIB as usize..3 * MIB as usize + 5000].fill(0x77);
+
+    // V holds A, is snapshotted (S1), then gets B (a copy over it): V's chain differs from S1 in blocks 0 and 1.
+    let v = api.new_vdi(&sr, "v", SIZE);
+    assert_eq!(api.import(&v, "raw", &a), (200, String::new()));
+    let s1 = api.ok("VDI.snapshot", &[v.clone(), Value::Struct(vec![])]);
+    let w = api.new_vdi(&sr, "w", SIZE);
+    assert_eq!(api.import(&w, "raw", &b), (200, String::new()));
+    api.ok("VDI.copy", &[w.clone(), sr.clone(), null(), v.clone()]);
+    assert!(api.export(&v, "raw") == b);
+
+    let full = api.export(&s1, "vhd");
+    let target = |base: &Value, format: &str| {
+        format!(
+            "/export_raw_vdi?session_id={}&vdi={}&format={format}&base={}",
+            api.session(),
+            v.as_str().unwrap(),
+            base.as_str().unwrap()
+        )
+    };
+    let (status, delta) = get(api.d.addr, &target(&s1, "vhd"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&delta));
+    // Two 2 MiB blocks, against the full disk's three.
+    assert!(delta.len() < 5 * MIB as usize && full.len() > 6 * MIB as usize, "{} {}", delta.len(), full.len());
+    assert_eq!(&delta[..8], b"conectix");
+    let (status, body) = get(api.d.addr, &target(&s1, "raw"));
+    assert_eq!(status, 400, "base= with raw: {}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).starts_with("IMPORT_ERROR"));
+
+    // An import that makes its VDI, sized from the VHD's header; the answer is the new VDI's ref.
+    let before = vdi_count(&api);
+    let (status, body) = put(
+        api.d.addr,
+        &format!(
+            "/import_raw_vdi?session_id={}&sr={}&format=vhd&name_label=restored",
+            api.session(),
+            sr.as_str().unwrap()
+        ),
+        &full,
+    );
+    assert_eq!(status, 200, "{body}");
+    let x = s(body.trim());
+    assert_eq!(vdi_count(&api), before + 1);
+    assert_eq!(api.ok("VDI.get_name_label", &[x.clone()]), s("restored"));
+    assert_eq!(api.int_of("VDI.get_virtual_size", &x), SIZE);
+    assert!(api.export(&x, "raw") == a);
+
+    // The delta onto it: it now holds B.
+    assert_eq!(api.import(&x, "vhd", &delta), (200, String::new()));
+    assert!(api.export(&x, "raw") == b, "the delta applied onto the base gives the disk");
+    qemu_img(
+        &["compare", "-f", "vpc", "-F", "raw"],
+        &[&api.vdi_file(&x), &{
+            let p = tmp.path().join("b.raw");
+            std::fs::write(&p, &b).unwrap();
+            p
+        }],
+    );
+    // Again: it no longer holds the base. Nor does a VDI that got a raw import.
+    let (status, body) = api.import(&x, "vhd", &delta);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("IMPORT_ERROR") && body.contains("delta"), "{body}");
+    assert!(api.export(&x, "raw") == b);
+    let (status, body) = api.import(&w, "vhd", &delta);
+    assert_eq!(status, 400, "{body}");
+    assert!(api.export(&w, "raw") == b);
+
+    // Failed imports that make their VDI leave none behind: a chunked raw body with no size, a cut VMDK.
+    let before = vdi_count(&api);
+    let (status, body) = put_chunked(
+        api.d.addr,
+        &format!("/import_raw_vdi?session_id={}&sr={}&format=raw", api.session(), sr.as_str().unwrap()),
+        &a,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("IMPORT_ERROR"), "{body}");
+    let source_path = tmp.path().join("a.raw");
+    std::fs::write(&source_path, &a).unwrap();
+    let vmdk = tmp.path().join("a.vmdk");
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk"], &[&source_path, &vmdk]);
+    let bytes = std::fs::read(&vmdk).unwrap();
+    let sr_target = format!("/import_raw_vdi?session_id={}&sr={}&format=vmdk", api.session(), sr.as_str().unwrap());
+    let (status, body) = put(api.d.addr, &sr_target, &bytes[..bytes.len() / 2]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(vdi_count(&api), before, "a failed import destroys the VDI it made");
+    // The whole VMDK: a VDI of its capacity, chunked (the size comes from the header).
+    let (status, body) = put_chunked(api.d.addr, &sr_target, &bytes);
+    assert_eq!(status, 200, "{body}");
+    let y = s(body.trim());
+    assert!(api.export(&y, "raw") == a);
+    assert!(no_temporary_files(&dir));
 }

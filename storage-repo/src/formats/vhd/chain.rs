@@ -190,6 +190,11 @@ pub(crate) fn open_writable(path: &Path) -> Result<(File, Meta)> {
 
 impl Inner {
     pub fn open(leaf: &Path, writable: bool) -> Result<Inner> {
+        Inner::open_with(leaf, writable, true)
+    }
+
+    /// `parents: false` opens `leaf` alone: a differencing file's unwritten sectors then read as zeros.
+    pub fn open_with(leaf: &Path, writable: bool, parents: bool) -> Result<Inner> {
         let (file, m) = if writable {
             open_writable(leaf)?
         } else {
@@ -206,7 +211,7 @@ impl Inner {
         let size = m.footer.current_size;
         let leaf_state = if writable { Some(leaf_state(&m)) } else { None };
         let mut layers = vec![Layer::new(file, m, LEAF_CACHE)];
-        loop {
+        while parents {
             let cur = &layers[layers.len() - 1].meta;
             let Some(p) = cur.parent.clone() else { break };
             let child = cur.path.clone();

@@ -226,6 +226,29 @@ pub(crate) fn create_child(path: &Path, uuid: Uuid, parent: &Path) -> Result<Inf
     super::read_info(path)
 }
 
+pub(crate) fn create_delta(
+    path: &Path,
+    uuid: Uuid,
+    virtual_size: u64,
+    parent_uuid: Uuid,
+    parent_name: &str,
+) -> Result<Info> {
+    if !locator::valid_name(parent_name) {
+        return Err(Error::Invalid(format!("{parent_name:?} cannot be named by a parent locator")));
+    }
+    let size = check_size(virtual_size)?;
+    let footer = Footer::new(DiskType::Differencing, size, uuid);
+    let p = NewParent {
+        name: parent_name.to_owned(),
+        uuid: parent_uuid,
+        size,
+        mtime: 0,
+        keyhash: [0; batmap::KEYHASH_SIZE],
+    };
+    write_new(path, &image(&footer, Some(&p))?)?;
+    super::read_info(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,13 @@ pub fn create_child(path: &Path, uuid: Uuid, parent: &Path) -> Result<Info> {
     create::create_child(path, uuid, parent)
 }
 
+/// Creates an empty differencing VHD of `virtual_size` whose header names a parent (`parent_uuid`, and
+/// `parent_name` in its locators) without opening it: a delta to be filled through [`Chain::open_alone`] and
+/// sent elsewhere (an export with `base=`). Fails if `path` exists. Durable when it returns.
+pub fn create_delta(path: &Path, uuid: Uuid, virtual_size: u64, parent_uuid: Uuid, parent_name: &str) -> Result<Info> {
+    create::create_delta(path, uuid, virtual_size, parent_uuid, parent_name)
+}
+
 /// Sets or clears blktap's hidden flag (both footer copies). Durable when it returns.
 pub fn set_hidden(path: &Path, hidden: bool) -> Result<()> {
     ops::set_hidden(path, hidden)
@@ -135,6 +142,12 @@ impl Chain {
         chain::Inner::open(leaf, writable).map(|inner| Chain { inner })
     }
 
+    /// Opens `path` alone, without walking to its parents: a differencing file's unwritten sectors read as
+    /// zeros. For filling a delta made by [`create_delta`].
+    pub fn open_alone(path: &Path, writable: bool) -> Result<Chain> {
+        chain::Inner::open_with(path, writable, false).map(|inner| Chain { inner })
+    }
+
     /// How many files the chain has (1 for a disk without parent).
     pub fn depth(&self) -> usize {
         self.inner.layers.len()
@@ -162,6 +175,14 @@ impl Chain {
 /// zeroed. Returns the bytes written. `dst` is flushed.
 pub fn copy_into(src: &Chain, dst: &Chain) -> Result<u64> {
     ops::copy_into(&src.inner, &dst.inner)
+}
+
+/// Writes into `dst` (a delta opened with [`Chain::open_alone`]) every 2 MiB block of `src` whose content differs
+/// from `base`'s: whole blocks, zeros included (they overwrite the base's data when the delta is applied).
+/// Blocks only files of both chains hold cannot differ and are not read; the others are compared. Returns the
+/// bytes written. `dst` is flushed.
+pub fn write_delta(src: &Chain, base: &Chain, dst: &Chain) -> Result<u64> {
+    ops::write_delta(&src.inner, &base.inner, &dst.inner)
 }
 
 impl BlockDevice for Chain {

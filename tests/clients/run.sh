@@ -2,7 +2,8 @@
 # Run the real-client tests against a started xapi-server.
 #   tests/clients/run.sh URL USER PASSWORD      e.g. http://127.0.0.1:8080 root secret
 # Installs the pinned clients if needed (setup.sh), then runs the Python SDK
-# suite, the Xen Orchestra suite over json-rpc, xml-rpc and auto, and the Xen
+# suite, the Python SDK disk-import suite (needs the pool's default SR), the
+# Xen Orchestra suite over json-rpc, xml-rpc and auto, and the Xen
 # Orchestra events suite (watchEvents on; changes made by the Python SDK) over
 # json-rpc and xml-rpc.
 # Ends with "clients: N passed, M failed" (N, M count checks; a suite that
@@ -59,6 +60,7 @@ run_suite() {
 }
 
 run_suite py_sdk 120 "$here/.venv/bin/python" "$here/py_sdk.py" "$url" "$user" "$password"
+run_suite py_import 180 "$here/.venv/bin/python" "$here/py_import.py" "$url" "$user" "$password"
 for transport in json-rpc xml-rpc auto; do
   run_suite "xo-$transport" 90 node "$here/xo.mjs" "$url" "$user" "$password" "$transport"
 done

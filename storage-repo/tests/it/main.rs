@@ -9,6 +9,7 @@ mod vhd_chain;
 mod vhd_dynamic;
 mod vhd_fuzz;
 mod vhd_hostile;
+mod vhd_ingest;
 mod vhd_keyhash;
 mod vhd_resize;
 mod vhd_tool;

@@ -10,6 +10,7 @@ mod vhd_delta;
 mod vhd_dynamic;
 mod vhd_fuzz;
 mod vhd_hostile;
+mod vhd_ingest;
 mod vhd_keyhash;
 mod vhd_resize;
 mod vhd_tool;

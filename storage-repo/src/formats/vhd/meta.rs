@@ -161,42 +161,15 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
 
     // Dynamic header.
     let hoff = footer.data_offset;
-    if hoff < FOOTER_SIZE as u64 || hoff % SECTOR != 0 || end(hoff, HEADER_SIZE as u64).is_none_or(|e| e > limit) {
-        return Err(corrupt(format!("header offset {hoff} is outside the file")));
-    }
+    check_header_offset(hoff, limit, "the file").map_err(corrupt)?;
     let mut hraw = [0u8; HEADER_SIZE];
     read_exact(file, path, &mut hraw, hoff)?;
     let header = Header::decode(&hraw).map_err(|w| corrupt(w.into()))?;
-    if header.data_offset != u64::MAX {
-        return Err(corrupt("the header's data offset is not all ones".into()));
-    }
-    if header.version != header::HEADER_VERSION {
-        return Err(corrupt(format!("unknown header version {:#x}", header.version)));
-    }
-    let bs = u64::from(header.block_size);
-    if !bs.is_power_of_two() || !(SECTOR..=BLOCK_SIZE).contains(&bs) {
-        return Err(corrupt(format!(
-            "block size {bs} is not supported (a power of two up to 2 MiB; blktap uses 2 MiB)"
-        )));
-    }
-    let blocks = size.div_ceil(bs);
-    let max = u64::from(header.max_bat_entries);
-    if max < blocks {
-        return Err(corrupt(format!("the BAT has {max} entries, fewer than the {blocks} blocks of the disk's size")));
-    }
-    let toff = header.table_offset;
-    let bat_bytes = padded(max * 4);
-    let header_end = hoff + HEADER_SIZE as u64;
-    if toff % SECTOR != 0
-        || toff < FOOTER_SIZE as u64
-        || (toff < header_end && hoff < toff + bat_bytes)
-        || end(toff, bat_bytes).is_none_or(|e| e > limit)
-    {
-        return Err(corrupt(format!("BAT of {max} entries at offset {toff} does not fit in the file")));
-    }
+    let lay = check_header(&header, hoff, size, limit, BLOCK_SIZE, "the file").map_err(corrupt)?;
+    let Layout { block_size: bs, blocks, table_offset: toff, bat_bytes, header_end } = lay;
     let mut bat_raw = vec![0u8; (blocks * 4) as usize];
     read_exact(file, path, &mut bat_raw, toff)?;
-    let bat: Vec<u32> = bat_raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let bat = decode_bat(&bat_raw);
     drop(bat_raw);
     let mut eom = header_end.max(toff + bat_bytes);
     // Structures we may rewrite in place: locators must not overlap them.
@@ -330,28 +303,9 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
     }
 
     // BAT entries: inside the file, after the metadata, not overlapping one another.
-    let span = BITMAP_BYTES + bs;
-    let mut used: Vec<(u64, usize)> = Vec::new();
-    for (i, &e) in bat.iter().enumerate() {
-        if e == UNUSED {
-            continue;
-        }
-        let off = u64::from(e) * SECTOR;
-        if off < eom {
-            return Err(corrupt(format!("BAT entry {i} (offset {off}) points into the metadata (ends at {eom})")));
-        }
-        if off + span > limit {
-            return Err(corrupt(format!("BAT entry {i} (offset {off}) points past the end of the file")));
-        }
-        used.push((off, i));
-    }
-    used.sort_unstable();
-    for w in used.windows(2) {
-        if w[0].0 + span > w[1].0 {
-            return Err(corrupt(format!("BAT entries {} and {} overlap", w[0].1, w[1].1)));
-        }
-    }
-    let end_of_data = used.last().map_or(eom, |&(off, _)| off + span).max(eom);
+    let span = bitmap_bytes(bs) + bs;
+    let used = check_bat(&bat, span, &[(0, eom)], limit, "the file").map_err(corrupt)?;
+    let end_of_data = used.last().map_or(eom, |&(sector, _)| u64::from(sector) * SECTOR + span).max(eom);
     drop(used);
 
     // A batmap bit for an unallocated block would make a reader skip to nothing: refuse in Strict, drop otherwise.
@@ -384,7 +338,117 @@ pub(crate) fn read(file: &File, path: &Path, mode: Mode) -> Result<Meta> {
     })
 }
 
-fn check_footer(f: &Footer, mode: Mode) -> std::result::Result<(), String> {
+/// Bytes of the sector bitmap in front of each block of `block_size` bytes (one bit per sector, padded to a
+/// sector): 512 for every block size up to 2 MiB.
+pub(crate) fn bitmap_bytes(block_size: u64) -> u64 {
+    padded(block_size / SECTOR / 8)
+}
+
+/// Where a dynamic header and its BAT are, once [`check_header`] has validated them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub block_size: u64,
+    /// Blocks of the disk's size (BAT entries in use; the BAT may have more).
+    pub blocks: u64,
+    pub table_offset: u64,
+    /// The BAT's whole extent (all its entries), sector-padded.
+    pub bat_bytes: u64,
+    pub header_end: u64,
+}
+
+/// Checks the footer's data offset (where the dynamic header is) against `limit`, the end of `container`.
+pub(crate) fn check_header_offset(hoff: u64, limit: u64, container: &str) -> std::result::Result<(), String> {
+    if hoff < FOOTER_SIZE as u64
+        || !hoff.is_multiple_of(SECTOR)
+        || end(hoff, HEADER_SIZE as u64).is_none_or(|e| e > limit)
+    {
+        return Err(format!("header offset {hoff} is outside {container}"));
+    }
+    Ok(())
+}
+
+/// Validates a dynamic header at `hoff` for a disk of `size` bytes: its fixed fields, its block size (a power of
+/// two from 512 up to `max_block`), and a BAT that covers the size, sits after the footer copy, does not overlap
+/// the header and ends by `limit`. `container` names what `limit` is the end of, for messages.
+pub(crate) fn check_header(
+    header: &Header,
+    hoff: u64,
+    size: u64,
+    limit: u64,
+    max_block: u64,
+    container: &str,
+) -> std::result::Result<Layout, String> {
+    if header.data_offset != u64::MAX {
+        return Err("the header's data offset is not all ones".into());
+    }
+    if header.version != header::HEADER_VERSION {
+        return Err(format!("unknown header version {:#x}", header.version));
+    }
+    let bs = u64::from(header.block_size);
+    if !bs.is_power_of_two() || !(SECTOR..=max_block).contains(&bs) {
+        return Err(format!(
+            "block size {bs} is not supported (a power of two up to {} MiB; blktap uses 2 MiB)",
+            max_block >> 20
+        ));
+    }
+    let blocks = size.div_ceil(bs);
+    let max = u64::from(header.max_bat_entries);
+    if max < blocks {
+        return Err(format!("the BAT has {max} entries, fewer than the {blocks} blocks of the disk's size"));
+    }
+    let toff = header.table_offset;
+    let bat_bytes = padded(max * 4);
+    let header_end = hoff + HEADER_SIZE as u64;
+    if !toff.is_multiple_of(SECTOR)
+        || toff < FOOTER_SIZE as u64
+        || (toff < header_end && hoff < toff + bat_bytes)
+        || end(toff, bat_bytes).is_none_or(|e| e > limit)
+    {
+        return Err(format!("BAT of {max} entries at offset {toff} does not fit in {container}"));
+    }
+    Ok(Layout { block_size: bs, blocks, table_offset: toff, bat_bytes, header_end })
+}
+
+/// The BAT's big-endian u32 entries.
+pub(crate) fn decode_bat(raw: &[u8]) -> Vec<u32> {
+    raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Checks the allocated BAT entries (blocks of `span` bytes, bitmap included): each inside `limit` (the end of
+/// `container`), outside the `metadata` byte ranges, and not overlapping one another. Returns them as
+/// `(sector, block)`, sorted by sector.
+pub(crate) fn check_bat(
+    bat: &[u32],
+    span: u64,
+    metadata: &[(u64, u64)],
+    limit: u64,
+    container: &str,
+) -> std::result::Result<Vec<(u32, u32)>, String> {
+    let mut used: Vec<(u32, u32)> = Vec::with_capacity(bat.iter().filter(|&&e| e != UNUSED).count());
+    for (i, &e) in bat.iter().enumerate() {
+        if e == UNUSED {
+            continue;
+        }
+        let off = u64::from(e) * SECTOR;
+        if let Some(&(a, b)) = metadata.iter().find(|&&(a, b)| off < b && a < off + span) {
+            return Err(format!("BAT entry {i} (offset {off}) points into the metadata ({a}..{b})"));
+        }
+        if off + span > limit {
+            return Err(format!("BAT entry {i} (offset {off}) points past the end of {container}"));
+        }
+        // The BAT has at most u32::MAX entries.
+        used.push((e, i as u32));
+    }
+    used.sort_unstable();
+    for w in used.windows(2) {
+        if u64::from(w[0].0) * SECTOR + span > u64::from(w[1].0) * SECTOR {
+            return Err(format!("BAT entries {} and {} overlap", w[0].1, w[1].1));
+        }
+    }
+    Ok(used)
+}
+
+pub(crate) fn check_footer(f: &Footer, mode: Mode) -> std::result::Result<(), String> {
     if f.features & footer::FEATURES_RESERVED == 0 {
         return Err("the footer's reserved feature bit is clear".into());
     }

@@ -5,15 +5,17 @@
 //! The public surface is what the SR layer and the block server use; parsing lives in private files.
 //!
 //! Files: `footer`, `header`, `batmap`, `bitmap`, `locator` encode and decode the on-disk structures; `meta`
-//! validates one file; `create` writes new ones; `chain` does the I/O; `ops` holds the metadata operations.
+//! validates one file; `create` writes new ones; `chain` does the I/O; `ops` holds the metadata operations;
+//! `ingest` converts an upload as it arrives.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use uuid::Uuid;
 
 use crate::Result;
 use crate::block::BlockDevice;
+use crate::formats::ingest::IngestSink;
 
 mod batmap;
 mod bitmap;
@@ -22,6 +24,7 @@ mod chain;
 mod create;
 mod footer;
 mod header;
+mod ingest;
 mod locator;
 mod meta;
 mod ops;
@@ -128,6 +131,18 @@ pub fn check(path: &Path) -> Result<Info> {
 /// crash-safe: the parent's content, seen through the child, never changes. Returns the bytes copied.
 pub fn coalesce(child: &Path) -> Result<u64> {
     ops::coalesce(child)
+}
+
+/// Converts a VHD upload while it arrives ([`crate::formats::ingest`]): `r` is read once, front to back, never
+/// seeked; `length` is its size when known. Dynamic and differencing disks: the head (footer copy, header, BAT,
+/// at most [`crate::formats::ingest::MAX_METADATA`] bytes with the list of allocated blocks) is buffered and
+/// validated as [`read_info`] does, with block sizes up to 256 MiB; then each allocated block's present sectors
+/// are written as the block passes (all-zero data is skipped in a dynamic disk, written in a differencing one,
+/// whose `parent` is the header's parent UUID); the trailing footer must match the copy. Fixed disks: the data
+/// is streamed as a raw image (all-zero 64 KiB runs skipped; `capacity` is `None` without `length`) and the last
+/// 512 bytes must be a fixed footer whose size is the data's. On any error the caller discards what was written.
+pub fn ingest<R: Read>(r: R, length: Option<u64>, sink: &mut dyn IngestSink) -> Result<()> {
+    ingest::ingest(r, length, sink)
 }
 
 /// A leaf and its ancestors, opened for I/O. Parents are opened read-only and must be in the leaf's directory.
@@ -291,5 +306,63 @@ pub mod fuzzing {
         }
         let _ = std::fs::remove_file(&c);
         let _ = std::fs::remove_file(&p);
+    }
+
+    /// A sink that checks the [`IngestSink`] contract: `begin` first and once, writes 512-aligned, inside the
+    /// capacity when one was given, and not overlapping one another.
+    struct CheckingSink {
+        capacity: Option<Option<u64>>,
+        writes: Vec<(u64, u64)>,
+    }
+
+    impl crate::formats::ingest::IngestSink for CheckingSink {
+        fn begin(&mut self, info: &crate::formats::ingest::IngestInfo) -> std::io::Result<()> {
+            assert!(self.capacity.is_none(), "begin is called once");
+            assert!(info.capacity.is_none_or(|c| c % 512 == 0), "the capacity is whole sectors");
+            self.capacity = Some(info.capacity);
+            Ok(())
+        }
+
+        fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            let Some(capacity) = self.capacity else { panic!("write before begin") };
+            assert!(
+                offset.is_multiple_of(512) && data.len().is_multiple_of(512) && !data.is_empty(),
+                "writes are whole sectors"
+            );
+            let end = offset + data.len() as u64;
+            assert!(capacity.is_none_or(|c| end <= c), "a write past the capacity");
+            self.writes.push((offset, end));
+            Ok(())
+        }
+    }
+
+    /// Reads in pieces of 1 to 4096 bytes, varying.
+    struct Pieces<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = (self.1 * 7 + 3) % 4096 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// `bytes` as an upload through [`super::ingest`], with and without its length, read whole and in pieces.
+    pub fn ingest_one(bytes: &[u8]) {
+        for (length, pieces) in [(Some(bytes.len() as u64), false), (None, true)] {
+            let mut sink = CheckingSink { capacity: None, writes: Vec::new() };
+            let r = if pieces {
+                super::ingest(Pieces(bytes, 0), length, &mut sink)
+            } else {
+                super::ingest(bytes, length, &mut sink)
+            };
+            assert!(r.is_ok() || !matches!(r, Err(crate::Error::NotFound(_) | crate::Error::Busy(_))));
+            sink.writes.sort_unstable();
+            for w in sink.writes.windows(2) {
+                assert!(w[0].1 <= w[1].0, "writes overlap: {:?} and {:?}", w[0], w[1]);
+            }
+        }
     }
 }

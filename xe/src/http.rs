@@ -93,7 +93,7 @@ pub fn put_file(
     body: &mut dyn Read,
     length: u64,
     progress: &mut dyn FnMut(u64),
-) -> Result<(), StreamError> {
+) -> Result<String, StreamError> {
     let mut stream = connect(target)?;
     let head = format!(
         "PUT {path_and_query} HTTP/1.1\r\nHost: {}\r\nUser-Agent: xe\r\nContent-Type: application/octet-stream\r\n\
@@ -128,8 +128,9 @@ pub fn put_file(
         }
         (Err(e), _) => Err(e.into()),
         (Ok(()), Ok(head)) => {
-            read_body(&mut reader, &head, &mut io::sink())?;
-            Ok(())
+            let mut body = Vec::new();
+            read_body(&mut reader, &head, &mut body)?;
+            Ok(String::from_utf8_lossy(&body).trim().to_string())
         }
         (Ok(()), Err(e)) => Err(e.into()),
     }

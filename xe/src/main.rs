@@ -351,12 +351,12 @@ mod tests {
     fn help_describes_vdi_import_and_export() {
         expect_test::expect![[r#"
             command name            : vdi-import
-                    reqd params     : uuid, filename
-                    optional params : format, --progress
-                    description     : Replaces the content of the VDI with the disk image in filename. Format is 'raw', 'vhd' or 'vmdk'; without format=, 'vhd' for a file name ending in .vhd, 'vmdk' for .vmdk, else 'raw'. The VDI must be at least as large as the image. A progress bar is shown on a terminal (--progress: always).
+                    reqd params     : filename
+                    optional params : uuid, sr-uuid, name-label, virtual-size, format, --progress
+                    description     : Replaces the content of the VDI uuid= with the disk image in filename. Format is 'raw', 'vhd' or 'vmdk'; without format=, 'vhd' for a file name ending in .vhd, 'vmdk' for .vmdk, else 'raw'. The VDI must be at least as large as the image. A differencing VHD (vdi-export base=) is applied onto a VDI holding its base. With sr-uuid= instead of uuid=, a new VDI of the image's size is made in that SR (name-label= defaults to the file's name; virtual-size= overrides the size) and its uuid printed. A progress bar is shown on a terminal (--progress: always).
         "#]]
         .assert_eq(&run(&argv("help vdi-import")).unwrap());
-        assert_eq!(run(&argv("help vdi-export --minimal")).unwrap(), "uuid,filename,format\n");
+        assert_eq!(run(&argv("help vdi-export --minimal")).unwrap(), "uuid,filename,format,base\n");
         let err = run(&argv("vdi-import uuid=x")).unwrap_err();
         assert_eq!(err.render(), "Required parameter not found: filename\nFor usage run: 'xe help'\n");
         assert!(parse(&argv("vdi-export uuid=x filename=y --progress")).unwrap().args.progress);

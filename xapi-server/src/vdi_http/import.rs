@@ -14,7 +14,7 @@
 //! file's modification time in `sm_config:vhd-content` ([`CONTENT_KEY`]); the record counts only while the file
 //! is unchanged since (same mtime: a guest's write, a copy or a raw import changes it).
 //!
-//! With `sr=` instead of `vdi=`, the import makes the VDI: its size is the image's (the VHD or VMDK header, or a
+//! With `sr_id=` (or `sr=`) instead of `vdi=`, the import makes the VDI: its size is the image's (the VHD or VMDK header, or a
 //! raw upload's `Content-Length`, or `virtual_size=`), and it is destroyed again if the import fails.
 //!
 //! One import at a time per VDI; temporary files that no running import owns are a crash's leftovers, removed
@@ -54,6 +54,8 @@ const ZERO_RUN: usize = 64 << 10;
 const WRITER_GONE: &str = "the writer stopped";
 /// How much of a refused upload is still read (and dropped) before the answer, bytes.
 const DRAIN_LIMIT: usize = 64 << 20;
+/// How long a refused upload's body is still read.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// Pieces in flight between the receiver and the writer.
 const IN_FLIGHT: usize = 4;
 /// The `sm_config` key recording which disk's content a VDI holds: `<uuid> <file mtime in ns>`.
@@ -103,7 +105,7 @@ pub async fn import(
     req: Request,
 ) -> Response {
     let query = req.uri().query().unwrap_or_default().to_string();
-    let creating = param(&query, "vdi").is_none() && param(&query, "sr").is_some();
+    let creating = param(&query, "vdi").is_none() && sr_param(&query).is_some();
     let prepared = if creating {
         match super::authenticate(&state, &peer, &query, req.headers()).await {
             Ok(()) => new_target(&state, &query).map_err(|e| Refusal::from(e).into_response()),
@@ -114,7 +116,10 @@ pub async fn import(
     };
     let (mut t, create) = match prepared {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => {
+            drain(&mut req.into_body().into_data_stream()).await;
+            return r;
+        }
     };
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let task = t.task.take();
@@ -140,10 +145,15 @@ struct NewVdi {
     size: Option<u64>,
 }
 
+/// `sr_id=` (xapi's name) or `sr=`: the SR an import without `vdi=` makes its VDI in.
+fn sr_param(query: &str) -> Option<String> {
+    param(query, "sr_id").or_else(|| param(query, "sr"))
+}
+
 /// The target of an import that makes its VDI: the SR, a UUID chosen now (the VDI gets it when it is made).
 fn new_target(state: &Arc<State>, query: &str) -> Result<(Target, Option<NewVdi>), ApiError> {
     let sr_c = class("SR");
-    let s = param(query, "sr").unwrap_or_default();
+    let s = sr_param(query).unwrap_or_default();
     let sr = if state.store.get(sr_c, &s).is_ok() {
         s
     } else {
@@ -389,7 +399,7 @@ async fn receive(
 ) -> Result<String, ApiError> {
     // Setting up: checks, the claim, leftovers of a crash removed; a raw upload's file made at once.
     let st = state.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Writer, ApiError> {
+    let setup = tokio::task::spawn_blocking(move || -> Result<Writer, ApiError> {
         let size = if create.is_none() {
             check_unused(&st, &t, "import")?;
             check_standalone(&t)?;
@@ -425,7 +435,15 @@ async fn receive(
         Ok(w)
     })
     .await
-    .map_err(ApiError::internal)??;
+    .map_err(ApiError::internal)
+    .and_then(|r| r);
+    let writer = match setup {
+        Ok(w) => w,
+        Err(e) => {
+            drain(&mut req.into_body().into_data_stream()).await;
+            return Err(e);
+        }
+    };
 
     // Receiving: pieces go to one blocking writer.
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
@@ -526,17 +544,25 @@ async fn pump(
     Ok(())
 }
 
-/// The writer stopped (refused the image): reads on, dropping, up to [`DRAIN_LIMIT`] more bytes of the body, so
-/// that a client still sending sees the answer rather than a reset connection.
+/// The writer stopped (refused the image): see [`drain`].
 async fn writer_gone(body: &mut axum::body::BodyDataStream) -> ApiError {
-    let mut drained = 0usize;
-    while drained < DRAIN_LIMIT {
-        match body.next().await {
-            Some(Ok(f)) => drained += f.len(),
-            _ => break,
-        }
-    }
+    drain(body).await;
     ApiError::new(&codes::VDI_IO_ERROR, [WRITER_GONE])
+}
+
+/// Reads on, dropping, up to [`DRAIN_LIMIT`] bytes of a refused upload's body, so that a client still sending
+/// sees the answer rather than a reset connection; for at most [`DRAIN_TIME`].
+async fn drain(body: &mut axum::body::BodyDataStream) {
+    let all = async {
+        let mut drained = 0usize;
+        while drained < DRAIN_LIMIT {
+            match body.next().await {
+                Some(Ok(f)) => drained += f.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, all).await;
 }
 
 /// The body as a [`Read`] for the ingests: pieces from the channel; the channel closing before `End` is an error
@@ -633,7 +659,8 @@ fn run_ingest(
             }
             Ok(())
         }
-        _ => Err(storage_repo::Error::Invalid("VHD streaming is not merged yet".into())),
+        Format::Vhd => vhd::ingest(r, length, sink),
+        Format::Raw => Err(storage_repo::Error::Invalid("a raw image is not ingested".into())),
     }
 }
 

@@ -17,21 +17,25 @@ use crate::http::{self, StreamError};
 pub const SPECIALS: &[Special] = &[
     Special {
         name: "vdi-import",
-        reqd: &["uuid", "filename"],
-        optional: &["format", "--progress"],
-        description: "Replaces the content of the VDI with the disk image in filename. Format is 'raw', 'vhd' or \
-                      'vmdk'; without format=, 'vhd' for a file name ending in .vhd, 'vmdk' for .vmdk, else 'raw'. \
-                      The VDI must be at least as large as the image. A progress bar is shown on a terminal \
-                      (--progress: always).",
+        reqd: &["filename"],
+        optional: &["uuid", "sr-uuid", "name-label", "virtual-size", "format", "--progress"],
+        description: "Replaces the content of the VDI uuid= with the disk image in filename. Format is 'raw', 'vhd' \
+                      or 'vmdk'; without format=, 'vhd' for a file name ending in .vhd, 'vmdk' for .vmdk, else \
+                      'raw'. The VDI must be at least as large as the image. A differencing VHD (vdi-export base=) \
+                      is applied onto a VDI holding its base. With sr-uuid= instead of uuid=, a new VDI of the \
+                      image's size is made in that SR (name-label= defaults to the file's name; virtual-size= \
+                      overrides the size) and its uuid printed. A progress bar is shown on a terminal (--progress: \
+                      always).",
         run: vdi_import,
     },
     Special {
         name: "vdi-export",
         reqd: &["uuid", "filename"],
-        optional: &["format", "--progress"],
+        optional: &["format", "base", "--progress"],
         description: "Writes the content of the VDI to filename. Format is 'raw' or 'vhd'; without format=, 'vhd' \
-                      for a file name ending in .vhd, else 'raw'. The file appears only when it is complete. A \
-                      progress bar is shown on a terminal (--progress: always).",
+                      for a file name ending in .vhd, else 'raw'. base=<vdi uuid> (format vhd) writes a differencing \
+                      VHD of the blocks that differ from that VDI (a delta since a snapshot). The file appears only \
+                      when it is complete. A progress bar is shown on a terminal (--progress: always).",
         run: vdi_export,
     },
 ];
@@ -151,19 +155,37 @@ impl Progress {
 }
 
 fn vdi_import(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    let uuid = args.require("uuid")?;
     let filename = args.require("filename")?;
     let format = format_of(args, filename, &["raw", "vhd", "vmdk"])?;
-    by_uuid_param(client, args, "uuid", "VDI")?;
+    let into = match (args.get("uuid"), args.get("sr-uuid")) {
+        (Some(uuid), None) => {
+            by_uuid_param(client, args, "uuid", "VDI")?;
+            format!("vdi={}", encode(uuid))
+        }
+        (None, Some(sr)) => {
+            by_uuid_param(client, args, "sr-uuid", "SR")?;
+            let stem = Path::new(filename).file_stem().and_then(|s| s.to_str()).unwrap_or("Imported disk");
+            let mut q = format!("sr={}&name_label={}", encode(sr), encode(args.get("name-label").unwrap_or(stem)));
+            if let Some(size) = args.get("virtual-size") {
+                let bytes = crate::params::parse_size("virtual-size", size)?;
+                q.push_str(&format!("&virtual_size={bytes}"));
+            }
+            q
+        }
+        _ => return Err(XeError::Failure("Give either uuid= (an existing VDI) or sr-uuid= (a new VDI).".into())),
+    };
     let mut file =
         File::open(filename).map_err(|e| XeError::Failure(format!("Cannot open the file {filename}: {e}")))?;
     let length = file.metadata().map_err(|e| XeError::Failure(format!("Cannot read the file {filename}: {e}")))?.len();
-    let query = format!("/import_raw_vdi?session_id={}&vdi={}&format={format}", encode(client.session()), encode(uuid));
+    let query = format!("/import_raw_vdi?session_id={}&{into}&format={format}", encode(client.session()));
     let mut progress = Progress::new(args);
     progress.update(0, Some(length));
     let result = http::put_file(client.target(), &query, &mut file, length, &mut |n| progress.update(n, Some(length)));
     progress.finish();
-    result.map_err(|e| stream_error(client, e))?;
+    let body = result.map_err(|e| stream_error(client, e))?;
+    if args.get("sr-uuid").is_some() {
+        return super::uuid_line(client, "VDI", &xapi_types::Value::Str(body));
+    }
     Ok(String::new())
 }
 
@@ -183,11 +205,19 @@ fn vdi_export(client: &mut Client, args: &Args) -> Result<String, XeError> {
     let filename = args.require("filename")?;
     let format = format_of(args, filename, &["raw", "vhd"])?;
     by_uuid_param(client, args, "uuid", "VDI")?;
+    let base = match args.get("base") {
+        Some(b) => {
+            by_uuid_param(client, args, "base", "VDI")?;
+            format!("&base={}", encode(b))
+        }
+        None => String::new(),
+    };
     let part_path = PathBuf::from(format!("{filename}.part"));
     let mut file = File::create(&part_path)
         .map_err(|e| XeError::Failure(format!("Cannot create the file {}: {e}", part_path.display())))?;
     let mut part = PartFile(Some(part_path.clone()));
-    let query = format!("/export_raw_vdi?session_id={}&vdi={}&format={format}", encode(client.session()), encode(uuid));
+    let query =
+        format!("/export_raw_vdi?session_id={}&vdi={}&format={format}{base}", encode(client.session()), encode(uuid));
     let mut progress = Progress::new(args);
     let mut out = std::io::BufWriter::with_capacity(http::PIECE, &mut file);
     let result = http::get_into(client.target(), &query, &mut out, &mut |n, total| progress.update(n, total));

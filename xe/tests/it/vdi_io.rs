@@ -93,3 +93,46 @@ fn vdi_import_and_export() {
         assert!(std::fs::read(&local_back).unwrap() == data);
     }
 }
+
+#[test]
+fn vdi_import_into_a_new_vdi_and_delta_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, xe) = start_daemon(dir.path());
+    let sr = xe.val(&["sr-list", "name-label=Local storage", "--minimal"]);
+    let on_sr = format!("sr-uuid={sr}");
+    let data = patterned(16 << 20);
+    let raw = dir.path().join("web01.raw");
+    std::fs::write(&raw, &data).unwrap();
+
+    // One step: a VDI of the image's size, named after the file; its uuid is printed.
+    let vdi = xe.val(&["vdi-import", &on_sr, &format!("filename={}", path(&raw))]);
+    let on_vdi = format!("uuid={vdi}");
+    assert_eq!(xe.val(&["vdi-param-get", &on_vdi, "param-name=name-label"]), "web01");
+    assert_eq!(xe.val(&["vdi-param-get", &on_vdi, "param-name=virtual-size"]), (16u64 << 20).to_string());
+
+    // A snapshot, new content, and the delta since the snapshot.
+    let snap = xe.val(&["vdi-snapshot", &on_vdi]);
+    let mut changed = data.clone();
+    changed[1 << 20..(1 << 20) + 4096].fill(0x42);
+    let changed_raw = dir.path().join("changed.raw");
+    std::fs::write(&changed_raw, &changed).unwrap();
+    let other = xe.val(&["vdi-import", &on_sr, &format!("filename={}", path(&changed_raw)), "name-label=changed"]);
+    xe.ok(&["vdi-copy", &format!("uuid={other}"), &format!("into-vdi-uuid={vdi}")]);
+    let full = dir.path().join("snap.vhd");
+    xe.ok(&["vdi-export", &format!("uuid={snap}"), &format!("filename={}", path(&full))]);
+    let delta = dir.path().join("delta.vhd");
+    xe.ok(&["vdi-export", &on_vdi, &format!("filename={}", path(&delta)), &format!("base={snap}")]);
+    assert!(std::fs::metadata(&delta).unwrap().len() < std::fs::metadata(&full).unwrap().len());
+
+    // Restored elsewhere: the full image into a new VDI, then the delta onto it.
+    let restored = xe.val(&["vdi-import", &on_sr, &format!("filename={}", path(&full)), "name-label=restored"]);
+    let on_restored = format!("uuid={restored}");
+    xe.ok(&["vdi-import", &on_restored, &format!("filename={}", path(&delta))]);
+    let back = dir.path().join("back.raw");
+    xe.ok(&["vdi-export", &on_restored, &format!("filename={}", path(&back))]);
+    assert!(std::fs::read(&back).unwrap() == changed, "base + delta = the disk");
+    // Twice: the VDI no longer holds the delta's base.
+    let out = xe.run(&["vdi-import", &on_restored, &format!("filename={}", path(&delta))]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IMPORT_ERROR"), "{out:?}");
+}

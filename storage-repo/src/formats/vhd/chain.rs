@@ -211,9 +211,9 @@ impl Inner {
         let size = m.footer.current_size;
         let leaf_state = if writable { Some(leaf_state(&m)) } else { None };
         let mut layers = vec![Layer::new(file, m, LEAF_CACHE)];
-        while parents {
+        loop {
             let cur = &layers[layers.len() - 1].meta;
-            let Some(p) = cur.parent.clone() else { break };
+            let Some(p) = cur.parent.clone().filter(|_| parents) else { break };
             let child = cur.path.clone();
             if layers.len() >= MAX_CHAIN_DEPTH {
                 return Err(Error::corrupt(leaf, format!("the chain is deeper than {MAX_CHAIN_DEPTH} files")));

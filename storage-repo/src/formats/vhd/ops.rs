@@ -459,6 +459,63 @@ pub(crate) fn write_zeroes(c: &Inner, offset: u64, len: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// The layers of `c` that `other` does not share (compared by device and inode).
+fn own_layers<'a>(c: &'a Inner, other: &Inner) -> Vec<&'a chain::Layer> {
+    let id = |l: &chain::Layer| l.file.metadata().map(|m| (m.dev(), m.ino())).ok();
+    let theirs: Vec<_> = other.layers.iter().filter_map(id).collect();
+    c.layers.iter().filter(|l| id(l).is_none_or(|i| !theirs.contains(&i))).collect()
+}
+
+/// True if `l` holds data in `[offset, offset + len)`.
+fn layer_allocated(l: &chain::Layer, offset: u64, len: u64) -> bool {
+    if offset >= l.size {
+        return false;
+    }
+    if l.kind == DiskType::Fixed {
+        return true;
+    }
+    let end = (offset + len).min(l.size);
+    (offset / l.block_size..end.div_ceil(l.block_size)).any(|b| l.entry(b as usize) != UNUSED)
+}
+
+pub(crate) fn write_delta(src: &Inner, base: &Inner, dst: &Inner) -> Result<u64> {
+    if !dst.writable() {
+        return Err(Error::Invalid("the destination is read-only".into()));
+    }
+    if dst.size < src.size {
+        return Err(Error::Invalid(format!(
+            "the delta ({} bytes) is smaller than the disk ({} bytes)",
+            dst.size, src.size
+        )));
+    }
+    let dpath = dst.layers[0].path.clone();
+    let mine = own_layers(src, base);
+    let theirs = own_layers(base, src);
+    let mut a = vec![0u8; BLOCK_SIZE as usize];
+    let mut b = vec![0u8; BLOCK_SIZE as usize];
+    let mut written = 0u64;
+    let mut off = 0;
+    while off < src.size {
+        let len = BLOCK_SIZE.min(src.size - off);
+        let n = len as usize;
+        if mine.iter().chain(&theirs).any(|l| layer_allocated(l, off, len)) {
+            src.read(&mut a[..n], off).map_err(io_err(&src.layers[0].path))?;
+            let in_base = base.size.saturating_sub(off).min(len) as usize;
+            b[..n].fill(0);
+            if in_base > 0 {
+                base.read(&mut b[..in_base], off).map_err(io_err(&base.layers[0].path))?;
+            }
+            if a[..n] != b[..n] {
+                dst.write(&a[..n], off).map_err(io_err(&dpath))?;
+                written += len;
+            }
+        }
+        off += len;
+    }
+    dst.flush().map_err(io_err(&dpath))?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,61 +620,4 @@ mod tests {
         b[17] = 1;
         assert!(!is_zero(&b));
     }
-}
-
-/// The layers of `c` that `other` does not share (compared by device and inode).
-fn own_layers<'a>(c: &'a Inner, other: &Inner) -> Vec<&'a chain::Layer> {
-    let id = |l: &chain::Layer| l.file.metadata().map(|m| (m.dev(), m.ino())).ok();
-    let theirs: Vec<_> = other.layers.iter().filter_map(id).collect();
-    c.layers.iter().filter(|l| id(l).is_none_or(|i| !theirs.contains(&i))).collect()
-}
-
-/// True if `l` holds data in `[offset, offset + len)`.
-fn layer_allocated(l: &chain::Layer, offset: u64, len: u64) -> bool {
-    if offset >= l.size {
-        return false;
-    }
-    if l.kind == DiskType::Fixed {
-        return true;
-    }
-    let end = (offset + len).min(l.size);
-    (offset / l.block_size..end.div_ceil(l.block_size)).any(|b| l.entry(b as usize) != UNUSED)
-}
-
-pub(crate) fn write_delta(src: &Inner, base: &Inner, dst: &Inner) -> Result<u64> {
-    if !dst.writable() {
-        return Err(Error::Invalid("the destination is read-only".into()));
-    }
-    if dst.size < src.size {
-        return Err(Error::Invalid(format!(
-            "the delta ({} bytes) is smaller than the disk ({} bytes)",
-            dst.size, src.size
-        )));
-    }
-    let dpath = dst.layers[0].path.clone();
-    let mine = own_layers(src, base);
-    let theirs = own_layers(base, src);
-    let mut a = vec![0u8; BLOCK_SIZE as usize];
-    let mut b = vec![0u8; BLOCK_SIZE as usize];
-    let mut written = 0u64;
-    let mut off = 0;
-    while off < src.size {
-        let len = BLOCK_SIZE.min(src.size - off);
-        let n = len as usize;
-        if mine.iter().chain(&theirs).any(|l| layer_allocated(l, off, len)) {
-            src.read(&mut a[..n], off).map_err(io_err(&src.layers[0].path))?;
-            let in_base = base.size.saturating_sub(off).min(len) as usize;
-            b[..n].fill(0);
-            if in_base > 0 {
-                base.read(&mut b[..in_base], off).map_err(io_err(&base.layers[0].path))?;
-            }
-            if a[..n] != b[..n] {
-                dst.write(&a[..n], off).map_err(io_err(&dpath))?;
-                written += len;
-            }
-        }
-        off += len;
-    }
-    dst.flush().map_err(io_err(&dpath))?;
-    Ok(written)
 }

@@ -115,8 +115,8 @@ async fn daemon() -> anyhow::Result<()> {
     // The data dir is made absolute once: SR locations and block-server sockets derived from it must be (the
     // README's `--data-dir ./var`, and the default, are relative).
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    args.data_dir = std::fs::canonicalize(&args.data_dir)
-        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    args.data_dir =
+        std::fs::canonicalize(&args.data_dir).with_context(|| format!("resolving {}", args.data_dir.display()))?;
     if let Some(addr) = args.https {
         bail!("--https {addr}: HTTPS is not available in this build yet; use --http (or a TLS proxy) for now");
     }

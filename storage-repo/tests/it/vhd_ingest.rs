@@ -415,6 +415,10 @@ fn hostile_tables_are_refused() {
     invalid(&b, None);
     refused(&b, len, "does not fit in the upload");
     let mut b = good.clone();
+    b[512 + 16..512 + 24].copy_from_slice(&((u64::MAX >> 9 << 9) - MIB).to_be_bytes());
+    fix_header(&mut b);
+    invalid(&b, None);
+    let mut b = good.clone();
     b[512 + 28..512 + 32].copy_from_slice(&1u32.to_be_bytes());
     fix_header(&mut b);
     refused(&b, None, "the BAT has 1 entries, fewer than the 4 blocks");

@@ -18,8 +18,10 @@ use crate::{Error, Result};
 
 /// The largest block size an upload may have (we write 2 MiB; the sink gets guest offsets, so any size works).
 pub(crate) const MAX_BLOCK: u64 = 256 << 20;
-/// The read buffer's usual size.
+/// The read buffer's size once the upload has shown it sends more than a small buffer holds.
 const CHUNK: usize = 4 << 20;
+/// The read buffer's first size (small uploads, and fuzzing, need no more).
+const FIRST_CHUNK: usize = 64 << 10;
 /// All-zero runs of this many bytes (aligned in the guest) are not written where zeros need not be written.
 const ZERO_RUN: u64 = 64 << 10;
 const SECTOR_USIZE: usize = SECTOR as usize;
@@ -36,11 +38,13 @@ struct Stream<R> {
     end: usize,
     pos: u64,
     eof: bool,
+    /// The last read filled the buffer: the next one may use a larger one.
+    filled: bool,
 }
 
 impl<R: Read> Stream<R> {
     fn new(r: R) -> Stream<R> {
-        Stream { r, buf: vec![0; CHUNK], start: 0, end: 0, pos: 0, eof: false }
+        Stream { r, buf: vec![0; FIRST_CHUNK], start: 0, end: 0, pos: 0, eof: false, filled: false }
     }
 
     fn avail(&self) -> usize {
@@ -69,13 +73,17 @@ impl<R: Read> Stream<R> {
                     self.buf = vec![0; CHUNK];
                 }
             }
-            if self.end == self.buf.len() {
-                let grown = (self.buf.len() * 2).min(min).max(self.buf.len() + 1);
+            // Grow by doubling: up to `min` (a head), or up to CHUNK while the reads fill the buffer.
+            if self.end == self.buf.len() || (self.filled && self.buf.len() < CHUNK) {
+                let grown = (self.buf.len() * 2).min(min.max(CHUNK)).max(self.buf.len() + 1);
                 self.buf.resize(grown, 0);
             }
             match self.r.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
+                Ok(n) => {
+                    self.end += n;
+                    self.filled = self.end == self.buf.len();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(upload_error(e, what)),
             }
@@ -154,7 +162,7 @@ fn sparse<R: Read>(
     // In memory from here: the head up to the BAT's end, and the allocated entries (8 bytes each).
     let toff = lay.table_offset;
     let bat_end = toff + lay.blocks * 4;
-    held_in_memory(bat_end.max(header_end) + 8 * lay.blocks)?;
+    held_in_memory(bat_end.max(header_end).saturating_add(8 * lay.blocks))?;
     let bat = meta::decode_bat(&s.head(bat_end.max(header_end), "the BAT")?[toff as usize..bat_end as usize]);
     let bs = lay.block_size;
     let bitmap_bytes = meta::bitmap_bytes(bs);

@@ -16,3 +16,4 @@ mod vhd_resize;
 mod vhd_tool;
 mod vmdk;
 mod vmdk_fuzz;
+mod vmdk_ingest;

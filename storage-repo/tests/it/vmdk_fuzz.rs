@@ -1,6 +1,6 @@
-//! The VMDK fuzz targets' entry points over a fixed corpus of mutated valid files (bit flips and byte changes in
-//! the header, descriptor, grain directory and tables, grain markers and zlib streams; truncations), so CI
-//! exercises them without nightly.
+//! The VMDK fuzz targets' entry points (`open_one`, `stream_one`, `ingest_one`) over a fixed corpus of mutated
+//! valid files (bit flips and byte changes in the header, descriptor, grain directory and tables, grain markers and
+//! zlib streams; truncations), so CI exercises them without nightly.
 
 use storage_repo::formats::vmdk::fuzzing;
 
@@ -63,7 +63,7 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 #[test]
-fn the_open_and_stream_targets_survive_mutated_files() {
+fn the_open_stream_and_ingest_targets_survive_mutated_files() {
     let dir = tempdir();
     let (sparse, stream) = qemu_seeds();
     let seeds = [sparse, stream, vmware_seed(), FLAT.to_vec()];
@@ -71,10 +71,12 @@ fn the_open_and_stream_targets_survive_mutated_files() {
     for seed in &seeds {
         fuzzing::open_one(dir.path(), seed);
         fuzzing::stream_one(seed);
+        fuzzing::ingest_one(seed);
         for _ in 0..250 {
             let m = mutate(seed, &mut rng);
             fuzzing::open_one(dir.path(), &m);
             fuzzing::stream_one(&m);
+            fuzzing::ingest_one(&m);
         }
     }
 }

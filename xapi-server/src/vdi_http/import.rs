@@ -679,19 +679,8 @@ fn run_ingest(
     length: Option<u64>,
     sink: &mut dyn IngestSink,
 ) -> storage_repo::Result<()> {
-    use storage_repo::formats::vmdk;
     match format {
-        Format::Vmdk => {
-            let _ = length;
-            let mut s = vmdk::stream(r)?;
-            let capacity = s.info().capacity;
-            sink.begin(&IngestInfo { capacity: Some(capacity), uuid: None, parent: None })
-                .map_err(ingest::sink_error)?;
-            while let Some((off, d)) = s.next_data()? {
-                sink.write(off, d).map_err(ingest::sink_error)?;
-            }
-            Ok(())
-        }
+        Format::Vmdk => storage_repo::formats::vmdk::ingest(r, length, sink),
         Format::Vhd => vhd::ingest(r, length, sink),
         Format::Raw => Err(storage_repo::Error::Invalid("a raw image is not ingested".into())),
     }

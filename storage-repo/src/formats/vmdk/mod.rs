@@ -7,20 +7,27 @@
 //! is all zeros yield nothing; a flat extent's holes and all-zero 64 KiB runs are skipped. Adjacent grains are
 //! merged into extents of at most [`MAX_EXTENT`] bytes.
 //!
-//! Files: `header` decodes the sparse header and markers, `descriptor` the text descriptor, `grain` inflates;
-//! `sparse`, `stream` and `flat` are the three readers. See `docs/vmdk.md` for the validation rules.
+//! [`ingest`] converts an upload while it arrives (monolithicSparse and streamOptimized), without seeking.
+//!
+//! Files: `header` decodes the sparse header and markers, `descriptor` the text descriptor, `grain` inflates,
+//! `layout` validates a sparse extent's header, directory and tables (for `sparse` and `ingest`); `sparse`,
+//! `stream` and `flat` are the three readers, `ingest` the streaming conversion. See `docs/vmdk.md` for the
+//! validation rules.
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::formats::ingest::IngestSink;
 use crate::{Error, Result};
 
 mod descriptor;
 mod flat;
 mod grain;
 mod header;
+mod ingest;
+mod layout;
 mod sparse;
 mod stream;
 
@@ -149,6 +156,25 @@ impl<R: Read> VmdkStream<R> {
     }
 }
 
+/// Converts a VMDK upload while it arrives: reads `r` once, front to back, never seeking, and hands the guest
+/// data to `sink` (`begin` with the capacity, then `write`s; see `crate::formats::ingest`). `length` is the
+/// upload's size when known (its `Content-Length`): tables and grains must lie inside it, and the upload must not
+/// end before it.
+///
+/// monolithicSparse (uncompressed): the header, descriptor, grain directory and every grain table must come in
+/// the first [`MAX_METADATA`](crate::formats::ingest::MAX_METADATA) bytes (as qemu-img and VMware write them;
+/// else `Error::Invalid`); they are validated as [`open`] does, and grains that overlap each other or the
+/// metadata are refused. Grains may come in any order; each allocated grain must arrive (a grain past the end
+/// of the upload is `Error::Corrupt`). Zeroed (GTE 1), unallocated and all-zero grains are not written; runs
+/// adjacent in the upload and the guest are written in one call of up to 4 MiB.
+///
+/// streamOptimized: read as [`stream`] reads it, each extent written as it comes (a grain's LBA may come only
+/// once). A descriptor file (monolithicFlat: its data is the flat extent, uploaded as raw) and other types are
+/// `Error::Invalid`. Errors name `<upload>` (the input) or `<destination>` (the sink).
+pub fn ingest<R: Read>(r: R, length: Option<u64>, sink: &mut dyn IngestSink) -> Result<()> {
+    ingest::ingest(r, length, sink)
+}
+
 /// The fuzz targets' entry points (`storage-repo/fuzz`), also run over a fixed corpus by the integration tests.
 /// They must never panic, hang or allocate without bound, whatever the bytes.
 #[doc(hidden)]
@@ -182,6 +208,41 @@ pub mod fuzzing {
         }
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(&flat);
+    }
+
+    /// `bytes` as an upload (with and without its length) into a sink that checks the ingest's promises: `begin`
+    /// first and once, every write non-empty, 512-aligned, inside the capacity, and not over an earlier one.
+    pub fn ingest_one(bytes: &[u8]) {
+        #[derive(Default)]
+        struct Check {
+            begun: u32,
+            capacity: u64,
+            written: std::collections::BTreeMap<u64, u64>,
+        }
+        impl crate::formats::ingest::IngestSink for Check {
+            fn begin(&mut self, info: &crate::formats::ingest::IngestInfo) -> std::io::Result<()> {
+                assert_eq!(self.begun, 0, "begin called once");
+                self.begun += 1;
+                let cap = info.capacity.expect("a VMDK says its capacity");
+                assert!(cap.is_multiple_of(512));
+                self.capacity = cap;
+                Ok(())
+            }
+            fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+                assert_eq!(self.begun, 1, "begin before any write");
+                let end = offset + data.len() as u64;
+                assert!(!data.is_empty() && data.len().is_multiple_of(512) && offset.is_multiple_of(512));
+                assert!(end <= self.capacity, "a write inside the capacity");
+                if let Some((_, &e)) = self.written.range(..end).next_back() {
+                    assert!(e <= offset, "writes do not overlap");
+                }
+                self.written.insert(offset, end);
+                Ok(())
+            }
+        }
+        for length in [Some(bytes.len() as u64), None] {
+            let _ = super::ingest(bytes, length, &mut Check::default());
+        }
     }
 
     /// `bytes` as a stream, read to the end.

@@ -7,33 +7,23 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::descriptor;
 use super::grain::{Inflater, is_zero};
-use super::header::{GD_AT_END, MARKER_EOS, MARKER_FOOTER, Marker, SECTOR, SparseHeader};
+use super::header::{Marker, SECTOR, SparseHeader};
+use super::layout::{self, Layout, MetaRanges, MetaSource};
 use super::{MAX_EXTENT, VmdkInfo};
 use crate::{Error, Result};
 
-/// Sorted, merged sector ranges `[start, end)` holding metadata (header, descriptor, directories, tables, footer).
-#[derive(Debug, Default)]
-struct MetaRanges(Vec<(u64, u64)>);
+/// Metadata read from the file with `pread`.
+struct FileSource<'a> {
+    file: &'a File,
+    path: &'a Path,
+}
 
-impl MetaRanges {
-    fn sort(&mut self) {
-        self.0.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
-        for &(s, e) in &self.0 {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        self.0 = merged;
-    }
-
-    /// True if `[start, end)` overlaps a range (the list must be sorted).
-    fn overlaps(&self, start: u64, end: u64) -> bool {
-        let i = self.0.partition_point(|&(_, e)| e <= start);
-        self.0.get(i).is_some_and(|&(s, _)| s < end)
+impl MetaSource for FileSource<'_> {
+    fn read_meta(&mut self, at: u64, len: usize, _what: &str) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        self.file.read_exact_at(&mut b, at).map_err(|e| Error::io(self.path, e))?;
+        Ok(b)
     }
 }
 
@@ -69,103 +59,8 @@ impl Sparse {
 
     /// Parses and validates `file` (already known to start with `KDMV`).
     pub fn open(path: &Path, file: File, file_size: u64) -> Result<(Sparse, VmdkInfo)> {
-        let corrupt = |what: String| Error::corrupt(path, what);
-        let read = |buf: &mut [u8], at: u64| file.read_exact_at(buf, at).map_err(|e| Error::io(path, e));
-        if file_size < SECTOR {
-            return Err(corrupt("the file is shorter than its header".into()));
-        }
-        let mut hb = [0u8; 512];
-        read(&mut hb, 0)?;
-        let first = SparseHeader::decode(&hb).map_err(corrupt)?;
-        let sectors = file_size / SECTOR;
-        let mut meta = MetaRanges::default();
-        meta.0.push((0, 1));
-
-        // The embedded descriptor.
-        let mut create_type = if first.compressed() { "streamOptimized" } else { "monolithicSparse" }.to_string();
-        if first.descriptor_size > 0 {
-            let end = first.descriptor_offset.checked_add(first.descriptor_size).filter(|&e| e <= sectors);
-            let end = end.ok_or_else(|| corrupt("the embedded descriptor extends past the end of the file".into()))?;
-            let mut d = vec![0u8; (first.descriptor_size * SECTOR) as usize];
-            read(&mut d, first.descriptor_offset * SECTOR)?;
-            let desc = descriptor::parse(&d).map_err(|e| corrupt(format!("embedded descriptor: {e}")))?;
-            if desc.create_type != "monolithicSparse" && desc.create_type != "streamOptimized" {
-                return Err(Error::Invalid(format!(
-                    "{}: createType {} is not a single-file sparse VMDK (monolithicSparse or streamOptimized)",
-                    path.display(),
-                    desc.create_type
-                )));
-            }
-            if desc.extents.len() > 1 {
-                return Err(Error::Invalid(format!("{}: a VMDK of several extents is not supported", path.display())));
-            }
-            create_type = desc.create_type;
-            meta.0.push((first.descriptor_offset, end));
-        }
-
-        // A streamOptimized file with its grain directory at the end: the footer holds the real header.
-        let h = if first.gd_offset == GD_AT_END {
-            if !first.compressed() {
-                return Err(corrupt("the grain directory is 'at the end' in an uncompressed file".into()));
-            }
-            if file_size < 4 * SECTOR {
-                return Err(corrupt("the file is too short for a footer".into()));
-            }
-            let mut tail = [0u8; 1536];
-            read(&mut tail, file_size / SECTOR * SECTOR - 1536)?;
-            if Marker::decode(&tail[..512]) != (Marker::Meta { sectors: 1, kind: MARKER_FOOTER }) {
-                return Err(corrupt("no footer marker before the end-of-stream marker".into()));
-            }
-            if Marker::decode(&tail[1024..]) != (Marker::Meta { sectors: 0, kind: MARKER_EOS }) {
-                return Err(corrupt("no end-of-stream marker at the end of the file".into()));
-            }
-            let footer = SparseHeader::decode(tail[512..1024].try_into().expect("512 bytes"))
-                .map_err(|e| corrupt(format!("footer: {e}")))?;
-            if footer.gd_offset == GD_AT_END {
-                return Err(corrupt("the footer does not say where the grain directory is".into()));
-            }
-            if (footer.capacity, footer.grain_size, footer.flags) != (first.capacity, first.grain_size, first.flags) {
-                return Err(corrupt("the footer disagrees with the header (capacity, grain size or flags)".into()));
-            }
-            meta.0.push((sectors - 3, sectors));
-            footer
-        } else {
-            first
-        };
-
-        // The grain directory (and the redundant one, whose tables we do not read).
-        let gd_entries = h.gd_entries();
-        if h.gd_offset == 0 || h.gd_offset.saturating_add(h.gd_sectors()) > sectors {
-            return Err(corrupt(format!("the grain directory (sector {}) is outside the file", h.gd_offset)));
-        }
-        if h.flags & super::header::FLAG_REDUNDANT_GT != 0 && h.rgd_offset != 0 {
-            meta.0.push((h.rgd_offset, h.rgd_offset.saturating_add(h.gd_sectors())));
-        }
-        let mut gdb = vec![0u8; (gd_entries * 4) as usize];
-        read(&mut gdb, h.gd_offset * SECTOR)?;
-        let gd: Vec<u32> = gdb.as_chunks::<4>().0.iter().map(|c| u32::from_le_bytes(*c)).collect();
-        meta.0.push((h.gd_offset, h.gd_offset + h.gd_sectors()));
-        meta.sort();
-
-        // Grain tables: inside the file, not over the header, descriptor, directories or footer.
-        let gt_sectors = h.gt_sectors();
-        let mut tables = Vec::new();
-        for (i, &g) in gd.iter().enumerate() {
-            if g == 0 {
-                continue;
-            }
-            let g = u64::from(g);
-            if g * SECTOR + u64::from(h.gtes_per_gt) * 4 > file_size {
-                return Err(corrupt(format!("grain table {i} (sector {g}) is outside the file")));
-            }
-            if meta.overlaps(g, g + gt_sectors) {
-                return Err(corrupt(format!("grain table {i} (sector {g}) overlaps the header or a directory")));
-            }
-            tables.push((g, g + gt_sectors));
-        }
-        meta.0.extend(tables);
-        meta.sort();
-
+        let mut src = FileSource { file: &file, path };
+        let Layout { h, create_type, gd, meta, .. } = layout::read_layout(&mut src, path, file_size)?;
         let info = VmdkInfo { capacity: h.capacity * SECTOR, create_type, grain_size: h.grain_bytes() };
         let grain = h.grain_bytes() as usize;
         let cbuf = if h.compressed() {
@@ -200,25 +95,11 @@ impl Sparse {
         let mut b = vec![0u8; (per * 4) as usize];
         self.read_at(&mut b, u64::from(self.gd[idx as usize]) * SECTOR)?;
         let mut gt: Vec<u32> = b.as_chunks::<4>().0.iter().map(|c| u32::from_le_bytes(*c)).collect();
+        layout::check_gt(&self.h, &self.meta, idx, &gt, self.file_size).map_err(|e| self.corrupt(e))?;
         let grains = self.h.grains();
-        let sectors = self.file_size / SECTOR;
         for (j, e) in gt.iter_mut().enumerate() {
-            let g = idx * per + j as u64;
-            if g >= grains {
+            if idx * per + j as u64 >= grains {
                 *e = 0;
-                continue;
-            }
-            if *e <= 1 {
-                continue;
-            }
-            let at = u64::from(*e);
-            // A compressed grain starts with its marker sector; its length is checked when it is read.
-            let len = if self.h.compressed() { 1 } else { self.grain_len(g).div_ceil(SECTOR) };
-            if at + len > sectors {
-                return Err(self.corrupt(format!("grain {g} (sector {at}) is outside the file")));
-            }
-            if self.meta.overlaps(at, at + len) {
-                return Err(self.corrupt(format!("grain {g} (sector {at}) overlaps the header or a grain table")));
             }
         }
         self.gt = gt;
@@ -228,8 +109,7 @@ impl Sparse {
 
     /// Bytes of grain `g` inside the capacity.
     fn grain_len(&self, g: u64) -> u64 {
-        let gb = self.h.grain_bytes();
-        gb.min(self.h.capacity * SECTOR - g * gb)
+        layout::grain_len(&self.h, g)
     }
 
     /// The next grain at or after the cursor that has data: `(grain, sector)`.

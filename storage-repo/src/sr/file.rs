@@ -282,7 +282,7 @@ impl FileSr {
         let result = (|| {
             vhd::create_dynamic(&tmp, Uuid::new_v4(), crate::block::BlockDevice::size(&src_chain))?;
             {
-                let dst = Chain::open(&tmp, true)?;
+                let dst = Chain::open_scratch(&tmp)?;
                 vhd::copy_into(&src_chain, &dst)?;
             }
             fs::rename(&tmp, &final_p).map_err(|e| Error::io(&final_p, e))?;

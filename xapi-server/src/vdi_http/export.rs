@@ -165,7 +165,7 @@ fn build_vhd(vdi_path: &std::path::Path, chain: &Chain, uuid: Uuid) -> Result<(S
     let result = (|| -> Result<(Source, u64), ApiError> {
         vhd::create_dynamic(&tmp, uuid, chain.size())?;
         {
-            let dst = Chain::open(&tmp, true)?;
+            let dst = Chain::open_scratch(&tmp)?;
             vhd::copy_into(chain, &dst)?;
         }
         let file = File::open(&tmp).map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?;

@@ -348,14 +348,14 @@ impl Writer {
                     ));
                 }
                 vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
-                let chain = Chain::open(&new, true)?;
+                let chain = Chain::open_scratch(&new)?;
                 vhd::copy_into(&Chain::open(&current, false)?, &chain)?;
                 self.chain = Some(chain);
                 self.delta = true;
             }
             None => {
                 vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
-                self.chain = Some(Chain::open(&new, true)?);
+                self.chain = Some(Chain::open_scratch(&new)?);
             }
         }
         Ok(())

@@ -124,6 +124,8 @@ struct Leaf {
     dirty: AtomicUsize,
     /// Blocks allocated since the last flush: their BAT entries are written by `flush`, after an fdatasync.
     new_blocks: Mutex<Vec<u32>>,
+    /// New blocks that force a flush ([`MAX_NEW_BLOCKS`]; unbounded for a scratch file).
+    max_new_blocks: AtomicUsize,
     flush_lock: Mutex<()>,
 }
 
@@ -247,6 +249,13 @@ impl Inner {
 
     pub fn writable(&self) -> bool {
         self.leaf.is_some()
+    }
+
+    /// No flush is forced by new blocks: for a file nobody uses before it is flushed.
+    pub fn set_scratch(&self) {
+        if let Some(l) = &self.leaf {
+            l.max_new_blocks.store(usize::MAX, Ordering::Relaxed);
+        }
     }
 
     // ---- reads ----
@@ -404,7 +413,7 @@ impl Inner {
             if e == UNUSED {
                 let pending = self.allocate(leaf, block, within, data)?;
                 drop(g);
-                if pending >= MAX_NEW_BLOCKS {
+                if pending >= leaf.max_new_blocks.load(Ordering::Relaxed) {
                     self.flush()?;
                 }
                 return Ok(());
@@ -617,6 +626,7 @@ fn leaf_state(m: &Meta) -> Leaf {
         }),
         dirty: AtomicUsize::new(0),
         new_blocks: Mutex::new(Vec::new()),
+        max_new_blocks: AtomicUsize::new(MAX_NEW_BLOCKS),
         flush_lock: Mutex::new(()),
     }
 }

@@ -157,10 +157,21 @@ impl Chain {
         chain::Inner::open(leaf, writable).map(|inner| Chain { inner })
     }
 
+    /// Opens a new file being built for writing, as a scratch file: new blocks do not force flushes (which bound
+    /// what a crash can lose of a disk in use), so writing it never waits for the disk until [`BlockDevice::flush`].
+    /// A crash leaves a file to throw away. For imports, copies and exports.
+    pub fn open_scratch(path: &Path) -> Result<Chain> {
+        let c = Chain::open(path, true)?;
+        c.inner.set_scratch();
+        Ok(c)
+    }
+
     /// Opens `path` alone, without walking to its parents: a differencing file's unwritten sectors read as
     /// zeros. For filling a delta made by [`create_delta`].
     pub fn open_alone(path: &Path, writable: bool) -> Result<Chain> {
-        chain::Inner::open_with(path, writable, false).map(|inner| Chain { inner })
+        let inner = chain::Inner::open_with(path, writable, false)?;
+        inner.set_scratch();
+        Ok(Chain { inner })
     }
 
     /// How many files the chain has (1 for a disk without parent).

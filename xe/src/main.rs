@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod columns;
 mod commands;
 mod error;
 mod format;
@@ -253,8 +254,8 @@ mod tests {
         expect_test::expect![[r#"
             command name            : vm-start
                     reqd params     : 
-                    optional params : uuid, vm, <field>=<value>, --multiple
-                    description     : Starts the selected VMs.
+                    optional params : uuid, vm, <field>=<value>, --multiple, force, paused, on
+                    description     : Starts the selected VMs (paused with paused=true; on the host on=<name-label or uuid> if given); force=true (or --force) is passed to VM.start.
         "#]]
         .assert_eq(&run(&argv("help vm-start")).unwrap());
         expect_test::expect![[r#"

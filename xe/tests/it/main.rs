@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod lists;
 mod storage;
 mod vdi_io;
 
@@ -80,7 +81,8 @@ fn exercise(xe: &Xe, new_name: &str) {
     assert_eq!(dom0.len(), 36, "one VM, the control domain: {vms:?}");
     assert_eq!(xe.ok(&["vm-param-get", &format!("uuid={dom0}"), "param-name=power-state"]), "running\n");
     let listed = xe.ok(&["vm-list", "power-state=running"]);
-    assert!(listed.starts_with(&format!("uuid ( RO)                : {dom0}\n")), "{listed}");
+    assert!(listed.starts_with(&format!("uuid ( RO)           : {dom0}\n")), "{listed}");
+    assert!(listed.ends_with("    power-state ( RO): running\n\n"), "xe's default columns of vm-list: {listed}");
     assert!(xe.ok(&["vm-list", "power-state=halted", "--minimal"]).trim().is_empty());
 
     let pool = xe.ok(&["pool-list", "--minimal"]).trim().to_string();
@@ -144,6 +146,22 @@ fn exercise(xe: &Xe, new_name: &str) {
     assert_eq!(xe.ok(&["vm-list", "name-label=xe-vm", "--minimal"]), format!("{uuid}\n"));
     let start = xe.run(&["vm-start", "vm=xe-vm"]);
     assert!(String::from_utf8_lossy(&start.stderr).contains("without a hypervisor"), "{start:?}");
+    // force= (or --force) goes to VM.start/VM.resume; paused= and on= are xe's too.
+    for force in [&["force=true"][..], &["--force"], &["force=yes", "paused=true"], &["on=" as &str]] {
+        let host = xe.ok(&["host-list", "--minimal"]);
+        let on = format!("on={}", host.trim());
+        let force: Vec<&str> = force.iter().map(|f| if *f == "on=" { on.as_str() } else { f }).collect();
+        let start = xe.run(&[&["vm-start", "vm=xe-vm"], &force[..]].concat());
+        assert!(String::from_utf8_lossy(&start.stderr).contains("without a hypervisor"), "{force:?}: {start:?}");
+    }
+    let resume = xe.run(&["vm-resume", "vm=xe-vm", "--force"]);
+    assert!(String::from_utf8_lossy(&resume.stderr).contains("expected: suspended"), "{resume:?}");
+    let bad = xe.err(&["vm-start", "vm=xe-vm", "force=maybe"]);
+    assert_eq!(
+        bad,
+        "Error: Failed to parse parameter 'force': Expected 'true','t','yes','y','1','false','f','no','n','0' got maybe\n"
+    );
+    assert_eq!(xe.err(&["vm-start", "vm=xe-vm", "on=no-such-host"]), "Error: No matching hosts found\n");
     xe.ok(&["vm-destroy", &format!("uuid={uuid}")]);
 
     // event-wait: blocks until the pool is renamed, and times out otherwise.

@@ -182,6 +182,24 @@ fn exercise(xe: &Xe, new_name: &str) {
     assert_eq!(String::from_utf8_lossy(&timed_out.stderr), "Timed out waiting for the condition.\n");
     xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}")]);
 
+    // event-wait with xe's not-equal conditions, field=/=value: at once when an object already differs, else
+    // when one comes to differ.
+    xe.ok(&["event-wait", "class=vm", "is-control-domain=true", "power-state=/=halted", "timeout=5"]);
+    let unchanged = xe.run(&["event-wait", "class=pool", &format!("name-label=/={new_name}"), "timeout=0.5"]);
+    assert_eq!(String::from_utf8_lossy(&unchanged.stderr), "Timed out waiting for the condition.\n");
+    let waiting = std::thread::scope(|s| {
+        let waiter =
+            s.spawn(|| xe.run(&["event-wait", "class=pool", &format!("name-label=/={new_name}"), "timeout=20"]));
+        std::thread::sleep(Duration::from_millis(500));
+        xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}-changed")]);
+        waiter.join().unwrap()
+    });
+    assert_eq!(waiting.status.code(), Some(0), "{}", String::from_utf8_lossy(&waiting.stderr));
+    xe.ok(&["pool-param-set", &on_pool, "other-config:state=a"]);
+    xe.ok(&["event-wait", "class=pool", "other-config:state=/=b", "timeout=5"]);
+    xe.ok(&["pool-param-remove", &on_pool, "param-name=other-config", "param-key=state"]);
+    xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}")]);
+
     let bad = xe.run(&["vm-list", "uuid=00000000-0000-0000-0000-000000000000"]);
     assert_eq!(bad.status.code(), Some(1));
     assert_eq!(

@@ -3,7 +3,7 @@
 use expect_test::expect;
 
 use super::storage::masked;
-use super::{Xe, start_daemon};
+use super::{PASSWORD, Xe, complete, start_daemon};
 
 /// `text` with uuids named as in `names` and the host's name-label written `$HOSTNAME`.
 fn shown(xe: &Xe, text: &str, names: &[(&str, &str)]) -> String {
@@ -113,4 +113,44 @@ fn lists_show_xe_default_columns() {
     assert!(all.lines().count() > 20, "{all}");
     let unknown = xe.err(&["vdi-list", "params=uuid,nothing"]);
     assert_eq!(unknown, "Unknown field 'nothing' for class vdi.\n");
+}
+
+/// Completion of values from the daemon: `uuid=`, `<class>=`, `<class>-uuid=`, with the connection options of the
+/// command line.
+#[test]
+fn bash_completion_completes_values_from_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, xe) = start_daemon(dir.path());
+    let port = xe.port.to_string();
+    let conn = ["xe", "-s", "127.0.0.1", "-p", port.as_str(), "-u", "root", "-pw", PASSWORD];
+    let complete = |words: &[&str]| complete(&[&conn[..], words].concat());
+    let sr = xe.val(&["sr-list", "name-label=Local storage", "--minimal"]);
+    let vdi = xe.val(&["vdi-create", &format!("sr-uuid={sr}"), "name-label=completed disk", "virtual-size=1MiB"]);
+    let vm = xe.val(&["vm-install", "template=Generic Linux (direct kernel boot)", "new-name-label=completed-vm"]);
+    let host = xe.val(&["host-list", "--minimal"]);
+
+    assert_eq!(complete(&["vdi-param-get", &format!("uuid={}", &vdi[..8])]), format!("uuid={vdi}"));
+    assert_eq!(complete(&["vdi-destroy", &format!("uuid={}", &vdi[..8])]), format!("uuid={vdi}"));
+    assert_eq!(complete(&["vm-start", "vm=completed"]), "vm=completed-vm");
+    assert_eq!(complete(&["vm-start", &format!("vm={}", &vm[..8])]), format!("vm={vm}"));
+    let dom0 = complete(&["vm-param-list", "vm=Control"]);
+    assert!(dom0.starts_with(r"vm=Control\ domain\ on\ host:\ "), "names are shell-quoted: {dom0}");
+    assert_eq!(complete(&["vbd-create", &format!("vdi-uuid={}", &vdi[..8])]), format!("vdi-uuid={vdi}"));
+    assert_eq!(complete(&["vdi-copy", &format!("into-vdi-uuid={}", &vdi[..8])]), format!("into-vdi-uuid={vdi}"));
+    assert_eq!(complete(&["vdi-create", &format!("sr-uuid={}", &sr[..8])]), format!("sr-uuid={sr}"));
+    assert_eq!(complete(&["vm-start", &format!("on={}", &host[..8])]), format!("on={host}"));
+    assert_eq!(
+        complete(&["vm-install", "template-name-label=Generic\\ Linux\\ (direct"]),
+        r"template-name-label=Generic\ Linux\ \(direct\ kernel\ boot\)"
+    );
+    let all = complete(&["vdi-param-get", "uuid="]);
+    assert!(all.split(' ').any(|w| w == format!("uuid={vdi}")), "{all}");
+    // Split at `=` as bash splits words by default.
+    assert_eq!(complete(&["vdi-param-get", "uuid", "=", &vdi[..8]]), vdi);
+    assert!(complete(&["vdi-param-get", "uuid", "="]).split(' ').any(|w| w == format!("={vdi}")));
+    // Nothing when nothing matches, or the connection is refused.
+    assert_eq!(complete(&["vdi-param-get", "uuid=zz"]), "");
+    let mut refused = conn.to_vec();
+    refused[4] = "1";
+    assert_eq!(super::complete(&[&refused[..], &["vm-start", "vm="]].concat()), "");
 }

@@ -260,27 +260,51 @@ fn xe_against_the_real_daemon() {
     }
 }
 
-/// The bash completion script, driven as bash drives it, against the real binary (no daemon needed).
-#[test]
-fn bash_completion_completes_commands_and_parameters() {
+/// The bash completion script, driven as bash drives it: `COMP_WORDS` are `words` (the last one the word being
+/// completed) and `_xe` is run with the `xe` binary on the `PATH`; what it leaves in `COMPREPLY`, space-separated.
+fn complete(words: &[&str]) -> String {
     let dir = Path::new(env!("CARGO_BIN_EXE_xe")).parent().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completion/xe.bash");
-    let complete = |words: &str| {
-        let n = words.split_whitespace().count() - 1;
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!("source {script}; COMP_WORDS=({words}); COMP_CWORD={n}; _xe; echo \"${{COMPREPLY[*]}}\""))
-            .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
-            .output()
-            .expect("run bash");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    assert_eq!(complete("xe vm-param-g"), "vm-param-get\n");
-    assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=\n");
-    assert_eq!(complete("xe pool-param-set other-c"), "other-config:\n");
-    assert_eq!(complete("xe vm-shutdown --mu"), "--multiple\n");
-    assert_eq!(complete("xe sr-create device-c"), "device-config:\n");
-    assert_eq!(complete("xe vdi-cr"), "vdi-create\n");
-    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get\n");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{}'", w.replace('\'', r"'\''"))).collect();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {script}; COMP_WORDS=({}); COMP_CWORD={}; _xe; echo \"${{COMPREPLY[*]}}\"",
+            quoted.join(" "),
+            words.len() - 1
+        ))
+        .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "completion is silent: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_string()
+}
+
+/// The bash completion script against the real binary, for what needs no daemon.
+#[test]
+fn bash_completion_completes_commands_and_parameters() {
+    let complete = |words: &str| complete(&words.split(' ').collect::<Vec<_>>());
+    assert_eq!(complete("xe vm-param-g"), "vm-param-get");
+    assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=");
+    assert_eq!(complete("xe pool-param-set other-c"), "other-config:");
+    assert_eq!(complete("xe vm-shutdown --mu"), "--multiple");
+    assert_eq!(complete("xe sr-create device-c"), "device-config:");
+    assert_eq!(complete("xe vdi-cr"), "vdi-create");
+    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get");
+    // Values that need no daemon.
+    assert_eq!(complete("xe vdi-import format="), "format=raw format=vhd format=vmdk");
+    assert_eq!(complete("xe vdi-export format=v"), "format=vhd format=vmdk");
+    assert_eq!(complete("xe vm-shutdown force="), "force=true force=false");
+    assert_eq!(complete("xe vdi-param-get param-name=virtual"), "param-name=virtual-size");
+    assert_eq!(complete("xe vm-param-get param-name=power"), "param-name=power-state");
+    assert_eq!(complete("xe host-cpu-list params=uuid,vend"), "params=uuid,vendor");
+    assert_eq!(complete("xe vdi-list params=al"), "params=all params=allowed-operations params=allow-caching");
+    assert_eq!(complete("xe event-wait class=vd"), "class=vdi");
+    // bash splits `param=value` at `=` by default: `param` `=` `value`.
+    assert_eq!(complete("xe vdi-import format = vh"), "vhd");
+    assert_eq!(complete("xe vm-reboot force ="), "=true =false");
+    // Map keys are not completed; without a daemon, uuids complete to nothing, silently.
+    assert_eq!(complete("xe pool-param-set other-config:k="), "");
+    assert_eq!(complete("xe -s 127.0.0.1 -p 1 vm-param-get uuid="), "");
 }

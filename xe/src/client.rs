@@ -19,6 +19,8 @@ pub struct Client {
     session: String,
     /// `ref → uuid`, filled as references are printed.
     uuids: HashMap<String, String>,
+    /// `(ref, field) → value`, filled as computed fields are printed.
+    looked_up: HashMap<(String, String), Option<Value>>,
 }
 
 /// One call without a session: `Ok(Err(..))` is a XenAPI failure.
@@ -64,7 +66,7 @@ impl Client {
             .as_str()
             .ok_or_else(|| XeError::Transport("session.login_with_password returned no session".into()))?
             .to_string();
-        Ok(Client { target, session, uuids: HashMap::new() })
+        Ok(Client { target, session, uuids: HashMap::new(), looked_up: HashMap::new() })
     }
 
     /// `method(session, params…)`.
@@ -150,6 +152,19 @@ impl RefNamer for Client {
         };
         self.uuids.insert(r.to_string(), uuid.clone());
         uuid
+    }
+
+    fn lookup(&mut self, class: &str, r: &str, field: &str) -> Option<Value> {
+        if r.is_empty() || r == NULL_REF {
+            return None;
+        }
+        let key = (r.to_string(), field.to_string());
+        if let Some(v) = self.looked_up.get(&key) {
+            return v.clone();
+        }
+        let v = self.call(&format!("{class}.get_{field}"), vec![Value::str(r)]).ok();
+        self.looked_up.insert(key, v.clone());
+        v
     }
 }
 

@@ -6,6 +6,7 @@ use xapi_types::Value;
 use xapi_types::model::{Class, MsgKind, Ty};
 
 use crate::client::Client;
+use crate::columns;
 use crate::error::XeError;
 use crate::format;
 
@@ -139,7 +140,7 @@ pub fn run(client: &mut Client, subject: &Subject, op: Op, args: &Args) -> Resul
     args.scope.extend(subject.scope.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let args = &args;
     match op {
-        Op::List => list(client, class, args),
+        Op::List => list(client, subject, args),
         Op::ParamList => {
             let (_, record) = select_one(client, class, args)?;
             let all: Vec<usize> = (0..class.fields.len()).collect();
@@ -306,21 +307,25 @@ pub fn matches(
     Ok(record.get(f.name).is_some_and(|v| format::value_string(&f.ty, v, client) == want))
 }
 
-fn list(client: &mut Client, class: &'static Class, args: &Args) -> Result<String, XeError> {
+/// `<class>-list`: the selected objects, each with the columns of `params=` (`all`: every field), else xe's
+/// defaults for the class ([`columns::defaults`]).
+fn list(client: &mut Client, subject: &Subject, args: &Args) -> Result<String, XeError> {
+    let class = subject.class;
     let selectors = [args.other(&["params"]), args.scope.clone()].concat();
     let records: Vec<Value> =
         select_where(client, class, &selectors, !args.scope.is_empty())?.into_iter().map(|(_, r)| r).collect();
-    let selected: Vec<usize> = match args.get("params") {
-        Some("all") => (0..class.fields.len()).collect(),
-        Some(names) => names.split(',').map(|n| field(class, n.trim()).map(|(i, _)| i)).collect::<Result<_, _>>()?,
-        None => {
-            ["uuid", "name_label", "name_description"].iter().filter_map(|n| class.field(n)).map(|(i, _)| i).collect()
-        }
+    let selected: Vec<columns::Column> = match args.get("params") {
+        Some("all") => columns::all(class),
+        Some(names) => names
+            .split(',')
+            .map(|n| columns::column(class, n.trim()).ok_or_else(|| unknown_field(class, n.trim())))
+            .collect::<Result<_, _>>()?,
+        None => columns::defaults(&subject.noun, class),
     };
     let mut out = String::new();
     let mut firsts = Vec::new();
     for record in &records {
-        let rows = format::rows(class, record, &selected, client);
+        let rows = columns::rows(class, record, &selected, client);
         if args.minimal {
             firsts.push(rows.into_iter().next().map(|(_, v)| v).unwrap_or_default());
         } else {

@@ -15,6 +15,12 @@ use xapi_types::{Value, model};
 /// Turns a reference into what xe prints for it.
 pub trait RefNamer {
     fn name_ref(&mut self, class: &str, r: &str) -> String;
+
+    /// The field `field` (wire name) of the `class` object `r`, for xe's computed fields (`vm-name-label`); `None`
+    /// when it cannot be read.
+    fn lookup(&mut self, _class: &str, _r: &str, _field: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// xe's name for a datamodel name.

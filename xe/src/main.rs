@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod columns;
 mod commands;
 mod error;
 mod format;
@@ -115,10 +116,14 @@ fn help(all: bool, minimal: bool) -> String {
 fn generic_description(subject: &commands::Subject, op: commands::Op) -> String {
     let c = &subject.noun;
     match op {
-        commands::Op::List => format!(
-            "Lists the {c} objects, with optional filters field=value or map:key=value, the fields to show in \
-             params=a,b|all."
-        ),
+        commands::Op::List => {
+            let shown: Vec<String> = columns::defaults(c, subject.class).into_iter().map(|col| col.name).collect();
+            let shown = if shown.len() == subject.class.fields.len() { "all fields".into() } else { shown.join(", ") };
+            format!(
+                "Lists the {c} objects, with optional filters field=value or map:key=value, the fields to show in \
+                 params=a,b|all (default: {shown})."
+            )
+        }
         commands::Op::ParamList => format!("Lists all the parameters of the {c} object, with their values."),
         commands::Op::ParamGet => {
             format!("Gets the parameter param-name of the {c} object (the key param-key of a map parameter).")
@@ -253,10 +258,18 @@ mod tests {
         expect_test::expect![[r#"
             command name            : vm-start
                     reqd params     : 
-                    optional params : uuid, vm, <field>=<value>, --multiple
-                    description     : Starts the selected VMs.
+                    optional params : uuid, vm, <field>=<value>, --multiple, force, paused, on
+                    description     : Starts the selected VMs (paused with paused=true; on the host on=<name-label or uuid> if given); force=true (or --force) is passed to VM.start.
         "#]]
         .assert_eq(&run(&argv("help vm-start")).unwrap());
+        expect_test::expect![[r#"
+            command name            : vbd-list
+                    reqd params     : 
+                    optional params : params, vbd, uuid, allowed-operations, current-operations, VM, VDI, device, userdevice, bootable, mode, type, unpluggable, storage-lock, empty, other-config, currently-attached, status-code, status-detail, runtime-properties, qos-algorithm-type, qos-algorithm-params, qos-supported-algorithms, metrics
+                    description     : Lists the vbd objects, with optional filters field=value or map:key=value, the fields to show in params=a,b|all (default: uuid, vm-uuid, vm-name-label, vdi-uuid, empty, device).
+        "#]]
+        .assert_eq(&run(&argv("help vbd-list")).unwrap());
+        assert!(run(&argv("help message-list")).unwrap().contains("(default: all fields)."));
         expect_test::expect![[r#"
             uuid,param-name
         "#]]

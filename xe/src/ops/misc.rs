@@ -15,9 +15,10 @@ pub const SPECIALS: &[Special] = &[
     Special {
         name: "event-wait",
         reqd: &["class"],
-        optional: &["<field>=<value>", "timeout"],
-        description: "Blocks until an object of the class satisfies every condition field=value (the latest \
-                      value of each field, in xe's spelling); exits 1 when the optional timeout (seconds) passes.",
+        optional: &["<field>=<value>", "<field>=/=<value>", "timeout"],
+        description: "Blocks until an object of the class satisfies every condition field=value (or \
+                      field=/=value: the field is not value; the latest value of each field, in xe's spelling); \
+                      exits 1 when the optional timeout (seconds) passes.",
         run: event_wait,
     },
     Special {
@@ -50,7 +51,7 @@ fn host_compute_free_memory(client: &mut Client, args: &Args) -> Result<String, 
     Ok(format!("{}\n", format::value_string(&Ty::Int, &free, client)))
 }
 
-/// `event-wait class= [field=value …] [timeout=]`: follows `event.from` from an empty token (which reports every
+/// `event-wait class= [field=value | field=/=value …] [timeout=]`: follows `event.from` from an empty token (which reports every
 /// object first) until one event's snapshot satisfies all conditions.
 fn event_wait(client: &mut Client, args: &Args) -> Result<String, XeError> {
     let name = args.require("class")?;
@@ -66,8 +67,16 @@ fn event_wait(client: &mut Client, args: &Args) -> Result<String, XeError> {
         }
         None => None,
     };
-    let conditions = args.other(&["class", "timeout"]);
-    for (k, _) in &conditions {
+    // As in xe, `field=/=value` is the condition that the field is not `value`.
+    let conditions: Vec<(String, String, bool)> = args
+        .other(&["class", "timeout"])
+        .into_iter()
+        .map(|(k, v)| match v.strip_prefix("/=") {
+            Some(v) => (k, v.to_string(), true),
+            None => (k, v, false),
+        })
+        .collect();
+    for (k, _, _) in &conditions {
         let field = k.split_once(':').map_or(k.as_str(), |(m, _)| m);
         if format::field_by_xe_name(class, field).is_none() {
             return Err(XeError::Usage(format!("Unknown field '{k}' for class {name}.")));
@@ -87,8 +96,8 @@ fn event_wait(client: &mut Client, args: &Args) -> Result<String, XeError> {
             }
             let Some(snapshot) = event.get("snapshot") else { continue };
             let mut all = true;
-            for (k, want) in &conditions {
-                if !commands::matches(client, class, snapshot, k, want)? {
+            for (k, want, not) in &conditions {
+                if commands::matches(client, class, snapshot, k, want)? == *not {
                     all = false;
                     break;
                 }

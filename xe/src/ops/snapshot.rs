@@ -83,7 +83,7 @@ fn snapshot(client: &Client, args: &Args) -> Result<(String, Value), XeError> {
 }
 
 fn confirm(args: &Args, command: &str) -> Result<(), XeError> {
-    if forced(args) {
+    if forced(args)? {
         return Ok(());
     }
     Err(XeError::Usage(format!("{command} destroys the VM: add force=true (or --force) to confirm")))

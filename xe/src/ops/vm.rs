@@ -76,8 +76,9 @@ pub const SPECIALS: &[Special] = &[
     Special {
         name: "vm-resume",
         reqd: &[],
-        optional: VM_SELECTORS,
-        description: "Resumes the selected VMs.",
+        optional: &["uuid", "vm", "<field>=<value>", "--multiple", "force", "on"],
+        description: "Resumes the selected VMs (on the host on=<name-label or uuid> if given); force=true (or \
+                      --force) is passed to VM.resume.",
         run: resume,
     },
     Special {
@@ -90,8 +91,9 @@ pub const SPECIALS: &[Special] = &[
     Special {
         name: "vm-start",
         reqd: &[],
-        optional: VM_SELECTORS,
-        description: "Starts the selected VMs.",
+        optional: &["uuid", "vm", "<field>=<value>", "--multiple", "force", "paused", "on"],
+        description: "Starts the selected VMs (paused with paused=true; on the host on=<name-label or uuid> if \
+                      given); force=true (or --force) is passed to VM.start.",
         run: start,
     },
     Special {
@@ -110,13 +112,17 @@ pub const SPECIALS: &[Special] = &[
     },
 ];
 
-pub(super) fn forced(args: &Args) -> bool {
-    args.force || args.get("force").is_some_and(|f| f.eq_ignore_ascii_case("true"))
+/// `force=<bool>` (read as xe reads booleans) or `--force`, which xe turns into `force=true`.
+pub(super) fn forced(args: &Args) -> Result<bool, XeError> {
+    Ok(args.force || args.bool("force", false)?)
 }
+
+/// The parameters of the power operations that are not selectors.
+const POWER_OWN: &[&str] = &["force", "paused", "on"];
 
 /// `method(vm, extra…)` on each selected VM.
 fn each(client: &mut Client, args: &Args, method: &str, extra: Vec<Value>) -> Result<String, XeError> {
-    let vms = commands::select_for_op(client, class("VM"), &args.other(&["force"]), Many::Multiple(args.multiple))?;
+    let vms = commands::select_for_op(client, class("VM"), &args.other(POWER_OWN), Many::Multiple(args.multiple))?;
     for (r, _) in vms {
         let mut params = vec![Value::str(r)];
         params.extend(extra.iter().cloned());
@@ -125,24 +131,41 @@ fn each(client: &mut Client, args: &Args, method: &str, extra: Vec<Value>) -> Re
     Ok(String::new())
 }
 
+/// The host of `on=<name-label or uuid>`, if given (xe's `get_host_by_name_or_id`).
+fn on_host(client: &mut Client, args: &Args) -> Result<Option<Value>, XeError> {
+    let Some(on) = args.get("on") else { return Ok(None) };
+    let hosts = commands::select_for_op(client, class("host"), &[("host".into(), on.into())], Many::One)?;
+    Ok(hosts.into_iter().next().map(|(r, _)| Value::str(r)))
+}
+
+/// `vm-start [force=] [paused=] [on=]`: `VM.start(vm, paused, force)`, or `VM.start_on` the host `on`.
 fn start(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    each(client, args, "VM.start", vec![Value::Bool(false), Value::Bool(false)])
+    let (paused, force) = (Value::Bool(args.bool("paused", false)?), Value::Bool(forced(args)?));
+    match on_host(client, args)? {
+        Some(host) => each(client, args, "VM.start_on", vec![host, paused, force]),
+        None => each(client, args, "VM.start", vec![paused, force]),
+    }
 }
 
 fn shutdown(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    each(client, args, if forced(args) { "VM.hard_shutdown" } else { "VM.clean_shutdown" }, vec![])
+    each(client, args, if forced(args)? { "VM.hard_shutdown" } else { "VM.clean_shutdown" }, vec![])
 }
 
 fn reboot(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    each(client, args, if forced(args) { "VM.hard_reboot" } else { "VM.clean_reboot" }, vec![])
+    each(client, args, if forced(args)? { "VM.hard_reboot" } else { "VM.clean_reboot" }, vec![])
 }
 
 fn suspend(client: &mut Client, args: &Args) -> Result<String, XeError> {
     each(client, args, "VM.suspend", vec![])
 }
 
+/// `vm-resume [force=] [on=]`: `VM.resume(vm, false, force)`, or `VM.resume_on` the host `on`.
 fn resume(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    each(client, args, "VM.resume", vec![Value::Bool(false), Value::Bool(false)])
+    let force = Value::Bool(forced(args)?);
+    match on_host(client, args)? {
+        Some(host) => each(client, args, "VM.resume_on", vec![host, Value::Bool(false), force]),
+        None => each(client, args, "VM.resume", vec![Value::Bool(false), force]),
+    }
 }
 
 fn pause(client: &mut Client, args: &Args) -> Result<String, XeError> {
@@ -287,7 +310,7 @@ fn doomed(client: &Client, vm: &str, record: &Value, leaving: &[String]) -> Resu
 /// halted, destroyed, then their own disks destroyed; prints what it destroys. (xe asks for confirmation on a
 /// terminal; scripts pass `force=true`, which this xe requires.)
 fn vm_uninstall(client: &mut Client, args: &Args) -> Result<String, XeError> {
-    if !forced(args) {
+    if !forced(args)? {
         return Err(XeError::Usage("vm-uninstall destroys the VM: add force=true (or --force) to confirm".to_string()));
     }
     let mut vms = select_vms(client, args, &["force"], true, false)?;

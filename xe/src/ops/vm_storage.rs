@@ -6,6 +6,7 @@ use xapi_types::value::NULL_REF;
 
 use super::{Special, VM_SELECTORS, call, class, field, select_vms, vbd_records};
 use crate::client::Client;
+use crate::columns;
 use crate::commands::Args;
 use crate::error::XeError;
 use crate::format;
@@ -159,8 +160,8 @@ fn vbds_of(client: &Client, vm: &Value, ty: Option<&str>) -> Result<Vec<(String,
     Ok(all.into_iter().filter(|(_, b)| ty.is_none_or(|ty| field(b, "type") == ty)).collect())
 }
 
-/// The rows of `record` for the xe field names `names` (or every field for `all`), with xe's computed
-/// `<class>-name-label` fields (`vm-name-label` of a VBD, `sr-name-label` of a VDI).
+/// The rows of `record` for the xe field names `names` (or every field for `all`), xe's computed fields
+/// (`vm-name-label` of a VBD, `sr-name-label` of a VDI) included ([`columns`]).
 fn rows(
     client: &mut Client,
     class_name: &str,
@@ -168,30 +169,19 @@ fn rows(
     names: &[&str],
 ) -> Result<Vec<(String, String)>, XeError> {
     let c = class(class_name);
-    let mut out = Vec::new();
-    if names == ["all"] {
-        let all: Vec<usize> = (0..c.fields.len()).collect();
-        return Ok(format::rows(c, record, &all, client));
-    }
-    for &name in names {
-        let linked = match (class_name, name) {
-            ("VBD", "vm-name-label") => Some(("VM", "VM")),
-            ("VDI", "sr-name-label") => Some(("SR", "SR")),
-            _ => None,
-        };
-        if let Some((target, f)) = linked {
-            let label = call(client, target, "get_name_label", vec![("self", Value::str(field(record, f)))])
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            out.push((format!("{name} ( RO)"), label));
-            continue;
-        }
-        let (i, _) = format::field_by_xe_name(c, name)
-            .ok_or_else(|| XeError::Usage(format!("Unknown field '{name}' for class {}.", format::xe_class_name(c))))?;
-        out.extend(format::rows(c, record, &[i], client));
-    }
-    Ok(out)
+    let selected = if names == ["all"] {
+        columns::all(c)
+    } else {
+        names
+            .iter()
+            .map(|name| {
+                columns::column(c, name).ok_or_else(|| {
+                    XeError::Usage(format!("Unknown field '{name}' for class {}.", format::xe_class_name(c)))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(columns::rows(c, record, &selected, client))
 }
 
 /// `vm-disk-list` / `vm-cd-list`: for each disk, `Disk N VBD:` and its VBD's fields, then (unless the drive is

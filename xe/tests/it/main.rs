@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod lists;
 mod storage;
 mod vdi_io;
 
@@ -80,7 +81,8 @@ fn exercise(xe: &Xe, new_name: &str) {
     assert_eq!(dom0.len(), 36, "one VM, the control domain: {vms:?}");
     assert_eq!(xe.ok(&["vm-param-get", &format!("uuid={dom0}"), "param-name=power-state"]), "running\n");
     let listed = xe.ok(&["vm-list", "power-state=running"]);
-    assert!(listed.starts_with(&format!("uuid ( RO)                : {dom0}\n")), "{listed}");
+    assert!(listed.starts_with(&format!("uuid ( RO)           : {dom0}\n")), "{listed}");
+    assert!(listed.ends_with("    power-state ( RO): running\n\n"), "xe's default columns of vm-list: {listed}");
     assert!(xe.ok(&["vm-list", "power-state=halted", "--minimal"]).trim().is_empty());
 
     let pool = xe.ok(&["pool-list", "--minimal"]).trim().to_string();
@@ -144,6 +146,22 @@ fn exercise(xe: &Xe, new_name: &str) {
     assert_eq!(xe.ok(&["vm-list", "name-label=xe-vm", "--minimal"]), format!("{uuid}\n"));
     let start = xe.run(&["vm-start", "vm=xe-vm"]);
     assert!(String::from_utf8_lossy(&start.stderr).contains("without a hypervisor"), "{start:?}");
+    // force= (or --force) goes to VM.start/VM.resume; paused= and on= are xe's too.
+    for force in [&["force=true"][..], &["--force"], &["force=yes", "paused=true"], &["on=" as &str]] {
+        let host = xe.ok(&["host-list", "--minimal"]);
+        let on = format!("on={}", host.trim());
+        let force: Vec<&str> = force.iter().map(|f| if *f == "on=" { on.as_str() } else { f }).collect();
+        let start = xe.run(&[&["vm-start", "vm=xe-vm"], &force[..]].concat());
+        assert!(String::from_utf8_lossy(&start.stderr).contains("without a hypervisor"), "{force:?}: {start:?}");
+    }
+    let resume = xe.run(&["vm-resume", "vm=xe-vm", "--force"]);
+    assert!(String::from_utf8_lossy(&resume.stderr).contains("expected: suspended"), "{resume:?}");
+    let bad = xe.err(&["vm-start", "vm=xe-vm", "force=maybe"]);
+    assert_eq!(
+        bad,
+        "Error: Failed to parse parameter 'force': Expected 'true','t','yes','y','1','false','f','no','n','0' got maybe\n"
+    );
+    assert_eq!(xe.err(&["vm-start", "vm=xe-vm", "on=no-such-host"]), "Error: No matching hosts found\n");
     xe.ok(&["vm-destroy", &format!("uuid={uuid}")]);
 
     // event-wait: blocks until the pool is renamed, and times out otherwise.
@@ -162,6 +180,24 @@ fn exercise(xe: &Xe, new_name: &str) {
     let timed_out = xe.run(&["event-wait", "class=pool", "name-label=never", "timeout=0.5"]);
     assert_eq!(timed_out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&timed_out.stderr), "Timed out waiting for the condition.\n");
+    xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}")]);
+
+    // event-wait with xe's not-equal conditions, field=/=value: at once when an object already differs, else
+    // when one comes to differ.
+    xe.ok(&["event-wait", "class=vm", "is-control-domain=true", "power-state=/=halted", "timeout=5"]);
+    let unchanged = xe.run(&["event-wait", "class=pool", &format!("name-label=/={new_name}"), "timeout=0.5"]);
+    assert_eq!(String::from_utf8_lossy(&unchanged.stderr), "Timed out waiting for the condition.\n");
+    let waiting = std::thread::scope(|s| {
+        let waiter =
+            s.spawn(|| xe.run(&["event-wait", "class=pool", &format!("name-label=/={new_name}"), "timeout=20"]));
+        std::thread::sleep(Duration::from_millis(500));
+        xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}-changed")]);
+        waiter.join().unwrap()
+    });
+    assert_eq!(waiting.status.code(), Some(0), "{}", String::from_utf8_lossy(&waiting.stderr));
+    xe.ok(&["pool-param-set", &on_pool, "other-config:state=a"]);
+    xe.ok(&["event-wait", "class=pool", "other-config:state=/=b", "timeout=5"]);
+    xe.ok(&["pool-param-remove", &on_pool, "param-name=other-config", "param-key=state"]);
     xe.ok(&["pool-param-set", &on_pool, &format!("name-label={new_name}")]);
 
     let bad = xe.run(&["vm-list", "uuid=00000000-0000-0000-0000-000000000000"]);
@@ -224,27 +260,51 @@ fn xe_against_the_real_daemon() {
     }
 }
 
-/// The bash completion script, driven as bash drives it, against the real binary (no daemon needed).
-#[test]
-fn bash_completion_completes_commands_and_parameters() {
+/// The bash completion script, driven as bash drives it: `COMP_WORDS` are `words` (the last one the word being
+/// completed) and `_xe` is run with the `xe` binary on the `PATH`; what it leaves in `COMPREPLY`, space-separated.
+fn complete(words: &[&str]) -> String {
     let dir = Path::new(env!("CARGO_BIN_EXE_xe")).parent().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/completion/xe.bash");
-    let complete = |words: &str| {
-        let n = words.split_whitespace().count() - 1;
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(format!("source {script}; COMP_WORDS=({words}); COMP_CWORD={n}; _xe; echo \"${{COMPREPLY[*]}}\""))
-            .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
-            .output()
-            .expect("run bash");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    assert_eq!(complete("xe vm-param-g"), "vm-param-get\n");
-    assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=\n");
-    assert_eq!(complete("xe pool-param-set other-c"), "other-config:\n");
-    assert_eq!(complete("xe vm-shutdown --mu"), "--multiple\n");
-    assert_eq!(complete("xe sr-create device-c"), "device-config:\n");
-    assert_eq!(complete("xe vdi-cr"), "vdi-create\n");
-    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get\n");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{}'", w.replace('\'', r"'\''"))).collect();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {script}; COMP_WORDS=({}); COMP_CWORD={}; _xe; echo \"${{COMPREPLY[*]}}\"",
+            quoted.join(" "),
+            words.len() - 1
+        ))
+        .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "completion is silent: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end_matches('\n').to_string()
+}
+
+/// The bash completion script against the real binary, for what needs no daemon.
+#[test]
+fn bash_completion_completes_commands_and_parameters() {
+    let complete = |words: &str| complete(&words.split(' ').collect::<Vec<_>>());
+    assert_eq!(complete("xe vm-param-g"), "vm-param-get");
+    assert_eq!(complete("xe vm-param-get par"), "param-name= param-key=");
+    assert_eq!(complete("xe pool-param-set other-c"), "other-config:");
+    assert_eq!(complete("xe vm-shutdown --mu"), "--multiple");
+    assert_eq!(complete("xe sr-create device-c"), "device-config:");
+    assert_eq!(complete("xe vdi-cr"), "vdi-create");
+    assert_eq!(complete("xe snapshot-param-g"), "snapshot-param-get");
+    // Values that need no daemon.
+    assert_eq!(complete("xe vdi-import format="), "format=raw format=vhd format=vmdk");
+    assert_eq!(complete("xe vdi-export format=v"), "format=vhd format=vmdk");
+    assert_eq!(complete("xe vm-shutdown force="), "force=true force=false");
+    assert_eq!(complete("xe vdi-param-get param-name=virtual"), "param-name=virtual-size");
+    assert_eq!(complete("xe vm-param-get param-name=power"), "param-name=power-state");
+    assert_eq!(complete("xe host-cpu-list params=uuid,vend"), "params=uuid,vendor");
+    assert_eq!(complete("xe vdi-list params=al"), "params=all params=allowed-operations params=allow-caching");
+    assert_eq!(complete("xe event-wait class=vd"), "class=vdi");
+    // bash splits `param=value` at `=` by default: `param` `=` `value`.
+    assert_eq!(complete("xe vdi-import format = vh"), "vhd");
+    assert_eq!(complete("xe vm-reboot force ="), "=true =false");
+    // Map keys are not completed; without a daemon, uuids complete to nothing, silently.
+    assert_eq!(complete("xe pool-param-set other-config:k="), "");
+    assert_eq!(complete("xe -s 127.0.0.1 -p 1 vm-param-get uuid="), "");
 }

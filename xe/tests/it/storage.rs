@@ -8,7 +8,7 @@ use expect_test::expect;
 use super::{Xe, start_daemon};
 
 /// `text` with each uuid written as its name in `names`, or `<uuid>` when it has none there.
-fn masked(text: &str, names: &[(&str, &str)]) -> String {
+pub(super) fn masked(text: &str, names: &[(&str, &str)]) -> String {
     let is_uuid = |s: &str| {
         s.len() == 36
             && s.char_indices()

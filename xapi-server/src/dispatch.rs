@@ -158,14 +158,21 @@ pub fn execute(
     task: Option<&TaskHandle>,
 ) -> Result<Reply, ApiError> {
     let Prepared { class, msg, session, args } = p;
+    // Every call but a plain read goes in the audit log, with its outcome.
+    let audit = (!is_read_only(class, msg))
+        .then(|| crate::audit::Pending::begin(state, peer, session.as_deref(), class, msg, &args));
     let ctx = Ctx { state, peer, session, method, task };
-    if let Some(handler) = classes::custom(class.name, msg.name) {
-        return handler(&ctx, class, msg, args);
+    let reply = if let Some(handler) = classes::custom(class.name, msg.name) {
+        handler(&ctx, class, msg, args)
+    } else if msg.kind == MsgKind::Custom || !class.persistent {
+        Err(ApiError::not_implemented(method))
+    } else {
+        generic::run(&ctx, class, msg, args)
+    };
+    if let Some(a) = audit {
+        a.finish(state, reply.as_ref().map(|_| ()));
     }
-    if msg.kind == MsgKind::Custom || !class.persistent {
-        return Err(ApiError::not_implemented(method));
-    }
-    generic::run(&ctx, class, msg, args)
+    reply
 }
 
 /// Checks and runs one call from the wire. Cheap reads run on the async worker; calls that may write to disk run

@@ -4,6 +4,7 @@
 //! host on first start); [`app`] is the HTTP router over it; [`serve`] runs it on a TCP or unix listener until a
 //! shutdown signal. Tests bind port 0 and a temporary data directory and use the same functions.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 mod bulk;
@@ -73,7 +74,9 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
     let (host, pool) = bootstrap::run(&store, &facts, password, reserve)?;
     let hv = hv::Hypervisor::new(config.hv.clone(), &config.data_dir);
     let storage = storage::Storage::new(&config.data_dir, &hv.run_dir);
-    let state = Arc::new(State::new(store, config.settings.clone(), host, pool, hv, storage));
+    let mut state = State::new(store, config.settings.clone(), host, pool, hv, storage);
+    state.audit = audit::Audit::open(&config.data_dir.join("audit.log"))?;
+    let state = Arc::new(state);
     storage::start(&state)?;
     Ok(state)
 }

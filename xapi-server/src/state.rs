@@ -48,6 +48,16 @@ pub enum Peer {
     },
 }
 
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(a) => write!(f, "{a}"),
+            Peer::Unix { uid: Some(u) } => write!(f, "unix:uid={u}"),
+            Peer::Unix { uid: None } => write!(f, "unix"),
+        }
+    }
+}
+
 impl Peer {
     pub fn is_local_root(&self) -> bool {
         matches!(self, Peer::Unix { uid: Some(0) })
@@ -73,6 +83,8 @@ pub struct State {
     pub storage: crate::storage::Storage,
     /// Set when the daemon stops: waiting event calls answer at once instead of holding the shutdown up.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Where state-changing calls are recorded (`DATA_DIR/audit.log`).
+    pub audit: crate::audit::Audit,
 }
 
 impl State {
@@ -98,6 +110,7 @@ impl State {
             hv,
             storage,
             stopping: tokio::sync::watch::Sender::new(false),
+            audit: crate::audit::Audit::none(),
         }
     }
 

@@ -109,7 +109,7 @@ pub async fn import(
     let creating = param(&query, "vdi").is_none() && sr_param(&query).is_some();
     let prepared = if creating {
         match super::authenticate(&state, &peer, &query, req.headers()).await {
-            Ok(()) => new_target(&state, &query).map_err(|e| Refusal::from(e).into_response()),
+            Ok(who) => new_target(&state, &query, who).map_err(|e| Refusal::from(e).into_response()),
             Err(r) => Err(r.into_response()),
         }
     } else {
@@ -124,7 +124,17 @@ pub async fn import(
     };
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let task = t.task.take();
+    let (who, vdi_uuid) = (t.who.clone(), t.uuid.to_string());
     let outcome = receive(&state, t, create, req, length, task.as_ref()).await;
+    crate::audit::http(
+        &state,
+        &peer,
+        who.session.as_deref(),
+        who.user.as_deref(),
+        "PUT /import_raw_vdi",
+        &vdi_uuid,
+        outcome.as_ref().map(|_| ()),
+    );
     // `sr=`: the new VDI's ref is the answer's body (the task's result too), for a script to go on with.
     let made = match (&outcome, creating) {
         (Ok(v), true) => Some(v.trim_start_matches("<value>").trim_end_matches("</value>").to_string()),
@@ -152,7 +162,7 @@ fn sr_param(query: &str) -> Option<String> {
 }
 
 /// The target of an import that makes its VDI: the SR, a UUID chosen now (the VDI gets it when it is made).
-fn new_target(state: &Arc<State>, query: &str) -> Result<(Target, Option<NewVdi>), ApiError> {
+fn new_target(state: &Arc<State>, query: &str, who: super::Who) -> Result<(Target, Option<NewVdi>), ApiError> {
     let sr_c = class("SR");
     let s = sr_param(query).unwrap_or_default();
     let sr = if state.store.get(sr_c, &s).is_ok() {
@@ -179,7 +189,7 @@ fn new_target(state: &Arc<State>, query: &str) -> Result<(Target, Option<NewVdi>
         size,
     };
     let task = super::task_of(state, query)?;
-    Ok((Target { vdi: String::new(), uuid: Uuid::new_v4(), sr, fsr, format, task }, Some(new)))
+    Ok((Target { vdi: String::new(), uuid: Uuid::new_v4(), sr, fsr, format, task, who }, Some(new)))
 }
 
 /// Makes the VDI an `sr=` import asked for, of `size` bytes, with the UUID chosen for it; returns its ref.

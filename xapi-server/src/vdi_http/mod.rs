@@ -119,11 +119,22 @@ impl From<ApiError> for Refusal {
 }
 
 /// Checks the caller: `session_id` in the query or a cookie, HTTP Basic, or root on the local socket.
-async fn authenticate(state: &Arc<State>, peer: &Peer, query: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+/// Who a request comes from, for the audit log: its session, or the user of its Basic credentials (none: local
+/// root).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Who {
+    pub session: Option<String>,
+    pub user: Option<String>,
+}
+
+async fn authenticate(state: &Arc<State>, peer: &Peer, query: &str, headers: &HeaderMap) -> Result<Who, Refusal> {
     let unauthorised = |why: &str| Refusal(StatusCode::UNAUTHORIZED, why.to_string());
     let cookie = session_cookie(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()));
     if let Some(s) = param(query, "session_id").or(cookie.map(percent_decode)) {
-        return state.check_session(&s).map(|_| ()).map_err(|e| unauthorised(&e.description().join(" ")));
+        return state
+            .check_session(&s)
+            .map(|_| Who { session: Some(s.clone()), user: None })
+            .map_err(|e| unauthorised(&e.description().join(" ")));
     }
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -134,16 +145,20 @@ async fn authenticate(state: &Arc<State>, peer: &Peer, query: &str, headers: &He
     if let Some(creds) = basic {
         let (user, password) = creds.split_once(':').unwrap_or((creds.as_str(), ""));
         let (user, password) = (user.to_string(), password.to_string());
-        let st = state.clone();
-        let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&st.store, &user, &password))
+        let (st, u) = (state.clone(), user.clone());
+        let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&st.store, &u, &password))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
-        return if ok { Ok(()) } else { Err(unauthorised("SESSION_AUTHENTICATION_FAILED")) };
+        return if ok {
+            Ok(Who { session: None, user: Some(user) })
+        } else {
+            Err(unauthorised("SESSION_AUTHENTICATION_FAILED"))
+        };
     }
     if peer.is_local_root() {
-        return Ok(());
+        return Ok(Who { session: None, user: Some("root".into()) });
     }
     Err(unauthorised("a session_id (query or cookie) or HTTP Basic credentials are required"))
 }
@@ -156,6 +171,7 @@ pub(crate) struct Target {
     fsr: Arc<FileSr>,
     format: Format,
     task: Option<TaskGuard>,
+    who: Who,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,8 +184,10 @@ enum Format {
 
 /// What both handlers do first: the request's query, its login checked, and the VDI it names.
 async fn prelude(state: &Arc<State>, peer: &Peer, query: &str, headers: &HeaderMap) -> Result<Target, Response> {
-    authenticate(state, peer, query, headers).await.map_err(IntoResponse::into_response)?;
-    target(state, query).map_err(|e| Refusal::from(e).into_response())
+    let who = authenticate(state, peer, query, headers).await.map_err(IntoResponse::into_response)?;
+    let mut t = target(state, query).map_err(|e| Refusal::from(e).into_response())?;
+    t.who = who;
+    Ok(t)
 }
 
 fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
@@ -191,7 +209,7 @@ fn target(state: &Arc<State>, query: &str) -> Result<Target, ApiError> {
         Backend::Iso(_) => return Err(ApiError::new(&codes::SR_OPERATION_NOT_SUPPORTED, [sr.as_str()])),
     };
     let task = task_of(state, query)?;
-    Ok(Target { vdi, uuid, sr, fsr, format, task })
+    Ok(Target { vdi, uuid, sr, fsr, format, task, who: Who::default() })
 }
 
 /// `format=` (default raw).

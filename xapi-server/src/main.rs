@@ -76,6 +76,14 @@ struct Args {
     /// Destroy sessions idle for longer than this many seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     session_idle_timeout: u64,
+    /// Sessions one client may hold (a user with one login `originator`, or without one from one address); a
+    /// login past it ends that client's least recently used session, never another client's (xapi: 500 per
+    /// originator)
+    #[arg(long, default_value_t = 500)]
+    sessions_per_client: usize,
+    /// Sessions one user may hold over all its clients; a login past it is refused (SESSION_AUTHORIZATION_FAILED)
+    #[arg(long, default_value_t = 5000)]
+    sessions_per_user: usize,
     /// How many deletions are kept for event clients (an `event.from` token older than the oldest kept gets
     /// EVENTS_LOST instead of a silent gap).
     #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
@@ -152,6 +160,8 @@ async fn daemon() -> anyhow::Result<()> {
             tombstone_limit: args.event_tombstones,
             http_base: http_base(&args.http),
             nbd: nbd_advertised,
+            sessions_per_client: args.sessions_per_client,
+            sessions_per_user: args.sessions_per_user,
         },
         hv: HvConfig {
             libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),

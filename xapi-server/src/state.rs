@@ -25,6 +25,11 @@ pub struct Settings {
     /// Where NBD clients reach the NBD export (`--nbd`), as `VDI.get_nbd_info` advertises it: an address and a
     /// port. `None`: no export (`VDI.get_nbd_info` answers `[]`, as XenServer without an NBD network).
     pub nbd: Option<(String, u16)>,
+    /// Sessions one client (a user with one originator, or without one from one address) may hold; a login past
+    /// it ends that client's least recently used session (xapi: 500 per originator).
+    pub sessions_per_client: usize,
+    /// Sessions one user may hold over all clients; a login past it is refused (`SESSION_AUTHORIZATION_FAILED`).
+    pub sessions_per_user: usize,
 }
 
 impl Default for Settings {
@@ -34,6 +39,8 @@ impl Default for Settings {
             tombstone_limit: crate::db::DEFAULT_TOMBSTONE_LIMIT,
             http_base: "http://127.0.0.1".into(),
             nbd: None,
+            sessions_per_client: 500,
+            sessions_per_user: 5000,
         }
     }
 }
@@ -64,6 +71,36 @@ impl Peer {
     }
 }
 
+/// A live session's last use and who holds it.
+#[derive(Debug)]
+struct Activity {
+    last: Instant,
+    client: Client,
+}
+
+/// A client, for the session limits: its user and what it says it is (the login's `originator`), or, when it
+/// says nothing, where it comes from (its IP address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    pub user: String,
+    pub who: String,
+}
+
+impl Client {
+    pub fn new(user: &str, originator: &str, peer: Option<&Peer>) -> Client {
+        let who = if !originator.is_empty() {
+            format!("originator:{originator}")
+        } else {
+            match peer {
+                Some(Peer::Tcp(a)) => format!("address:{}", a.ip()),
+                Some(Peer::Unix { uid }) => format!("unix:{uid:?}"),
+                None => String::new(),
+            }
+        };
+        Client { user: user.to_string(), who }
+    }
+}
+
 pub struct State {
     pub store: Store,
     pub settings: Settings,
@@ -72,7 +109,7 @@ pub struct State {
     pub pool: Ref,
     /// Last use of each live session. Kept in memory: writing it to disk on every call would make every read a
     /// write (xapi's own lock-contention trap); a restart counts as activity.
-    activity: Mutex<HashMap<Ref, Instant>>,
+    activity: Mutex<HashMap<Ref, Activity>>,
     /// Tasks whose work runs here.
     pub tasks: Running,
     /// Sessions registered for the legacy `event.next`.
@@ -98,7 +135,16 @@ impl State {
     ) -> State {
         let now = Instant::now();
         let session = model::class("session").expect("session class");
-        let activity = store.all(session).into_iter().map(|(r, _)| (r, now)).collect();
+        let (ui, _) = session.field("auth_user_name").expect("session.auth_user_name");
+        let (oi, _) = session.field("originator").expect("session.originator");
+        let activity = store
+            .all(session)
+            .into_iter()
+            .map(|(r, row)| {
+                let text = |i: usize| row.fields[i].as_str().unwrap_or_default().to_string();
+                (r, Activity { last: now, client: Client::new(&text(ui), &text(oi), None) })
+            })
+            .collect();
         State {
             store,
             settings,
@@ -114,7 +160,7 @@ impl State {
         }
     }
 
-    fn activity(&self) -> std::sync::MutexGuard<'_, HashMap<Ref, Instant>> {
+    fn activity(&self) -> std::sync::MutexGuard<'_, HashMap<Ref, Activity>> {
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -122,8 +168,8 @@ impl State {
     pub fn check_session(&self, r: &str) -> Result<Ref, ApiError> {
         let mut activity = self.activity();
         match activity.get_mut(r) {
-            Some(last) => {
-                *last = Instant::now();
+            Some(a) => {
+                a.last = Instant::now();
                 Ok(activity.get_key_value(r).map(|(k, _)| k.clone()).expect("just found"))
             }
             None => Err(ApiError::session_invalid(r)),
@@ -157,8 +203,26 @@ impl State {
         if self.activity().contains_key(r) { Ok(()) } else { Err(ApiError::session_invalid(r)) }
     }
 
-    pub fn session_started(&self, r: Ref) {
-        self.activity().insert(r, Instant::now());
+    /// Whether `client` may have one more session: `Ok` with the sessions to end first (the least recently used
+    /// of that client's own, past `Settings::sessions_per_client`, as xapi does per originator), or `Err` with
+    /// how many the client's user holds when that is `Settings::sessions_per_user` already (the login is refused:
+    /// other clients' sessions are never ended for it).
+    pub fn admit_session(&self, client: &Client) -> Result<Vec<Ref>, usize> {
+        let activity = self.activity();
+        let mut mine: Vec<(Instant, Ref)> =
+            activity.iter().filter(|(_, a)| &a.client == client).map(|(k, a)| (a.last, k.clone())).collect();
+        let over = (mine.len() + 1).saturating_sub(self.settings.sessions_per_client.max(1));
+        mine.sort();
+        let evict: Vec<Ref> = mine.into_iter().take(over).map(|(_, k)| k).collect();
+        let users = activity.values().filter(|a| a.client.user == client.user).count();
+        if users - evict.len() >= self.settings.sessions_per_user.max(1) {
+            return Err(users);
+        }
+        Ok(evict)
+    }
+
+    pub fn session_started(&self, r: Ref, client: Client) {
+        self.activity().insert(r, Activity { last: Instant::now(), client });
     }
 
     pub fn session_ended(&self, r: &str) {
@@ -169,6 +233,6 @@ impl State {
     /// Sessions idle for longer than the timeout.
     pub fn idle_sessions(&self) -> Vec<Ref> {
         let timeout = self.settings.session_idle_timeout;
-        self.activity().iter().filter(|(_, last)| last.elapsed() > timeout).map(|(r, _)| r.clone()).collect()
+        self.activity().iter().filter(|(_, a)| a.last.elapsed() > timeout).map(|(r, _)| r.clone()).collect()
     }
 }

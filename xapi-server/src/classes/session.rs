@@ -30,6 +30,20 @@ pub fn login_with_password(
         tracing::info!(user, peer = ?ctx.peer, "login refused");
         return Err(ApiError::new(&codes::SESSION_AUTHENTICATION_FAILED, std::iter::empty::<String>()));
     }
+    let client = crate::state::Client::new(user, originator, Some(ctx.peer));
+    let evicted = ctx.state.admit_session(&client).map_err(|held| {
+        tracing::warn!(user, originator, peer = ?ctx.peer, held, "login refused: the user's session limit");
+        ApiError::new(
+            &codes::SESSION_AUTHORIZATION_FAILED,
+            [
+                user.to_string(),
+                format!(
+                    "{user} holds {held} sessions, the most a user may (--sessions-per-user): log out unused ones, \
+                     or wait for idle ones to expire"
+                ),
+            ],
+        )
+    })?;
     let r = db::new_ref();
     let now = Value::DateTime(now_datetime());
     let mut fields = db::default_row(class);
@@ -46,7 +60,25 @@ pub fn login_with_password(
     put("originator", Value::str(originator));
     ctx.state.store.transaction(|tx| tx.insert(class, &r, fields))?;
     let r: Ref = r.into();
-    ctx.state.session_started(r.clone());
+    ctx.state.session_started(r.clone(), client);
+    if !evicted.is_empty() {
+        tracing::info!(
+            user,
+            originator,
+            peer = ?ctx.peer,
+            ended = evicted.len(),
+            "session limit: this client's least recently used sessions ended"
+        );
+        for old in &evicted {
+            ctx.state.session_ended(old);
+        }
+        ctx.state.store.transaction(|tx| {
+            evicted.iter().try_for_each(|old| match tx.delete(class, old) {
+                Err(db::DbError::HandleInvalid { .. }) => Ok(()),
+                other => other,
+            })
+        })?;
+    }
     tracing::info!(user, originator, peer = ?ctx.peer, "login");
     Ok(Reply::Value(Value::Str(r.to_string())))
 }

@@ -9,6 +9,7 @@ mod import_export;
 mod nbd_export;
 mod persistence;
 mod rpc;
+mod sessions;
 mod storage;
 mod support;
 mod vm;

@@ -133,7 +133,9 @@ pub fn prepare(state: &State, method: &str, params: Vec<Value>) -> Result<Prepar
         let Value::Str(s) = given else {
             return Err(ApiError::session_invalid(&format!("{given:?}")));
         };
-        Some(state.check_session(&s)?)
+        let session = state.check_session(&s)?;
+        crate::rbac::check(crate::rbac::session_bits(&state.store, &session), class, msg)?;
+        Some(session)
     } else {
         None
     };

@@ -20,6 +20,7 @@ pub mod front;
 mod generic;
 pub mod hv;
 mod priority;
+pub mod rbac;
 pub mod rpc;
 pub mod state;
 pub mod storage;
@@ -72,6 +73,7 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
     };
     let reserve = config.hv.host_memory_reserve.map(|r| r as i64);
     let (host, pool) = bootstrap::run(&store, &facts, password, reserve)?;
+    rbac::ensure_roles(&store)?;
     let hv = hv::Hypervisor::new(config.hv.clone(), &config.data_dir);
     let storage = storage::Storage::new(&config.data_dir, &hv.run_dir);
     let mut state = State::new(store, config.settings.clone(), host, pool, hv, storage);

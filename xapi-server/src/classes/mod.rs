@@ -6,6 +6,7 @@ mod host;
 mod pbd;
 mod session;
 pub mod sr;
+mod subject;
 mod task;
 mod vbd;
 pub(crate) mod vdi;
@@ -20,6 +21,10 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("session", "logout") => session::logout,
         ("session", "get_rbac_permissions") => session::get_rbac_permissions,
         ("session", "change_password") => session::change_password,
+        ("subject", "create") => subject::create,
+        ("subject", "destroy") => subject::destroy,
+        ("subject", "add_to_roles") => subject::add_to_roles,
+        ("subject", "remove_from_roles") => subject::remove_from_roles,
         ("event", "inject") => event::inject,
         ("event", "get_current_id") => event::get_current_id,
         ("event", "register") => event::register,

@@ -4,7 +4,7 @@
 //! needs none. Everyone else proves a password against its argon2 hash.
 
 use xapi_types::generated::errors as codes;
-use xapi_types::model::{self, Lifecycle, Roles};
+use xapi_types::model;
 use xapi_types::{Class, Message, Value};
 
 use crate::auth;
@@ -30,6 +30,22 @@ pub fn login_with_password(
         tracing::info!(user, peer = ?ctx.peer, "login refused");
         return Err(ApiError::new(&codes::SESSION_AUTHENTICATION_FAILED, std::iter::empty::<String>()));
     }
+    // Root is the local superuser; anyone else must be a local user's subject, with a role.
+    let subject = if user == "root" {
+        None
+    } else {
+        match crate::rbac::subject_of_user(&ctx.state.store, user) {
+            Some((s, roles)) if !roles.is_empty() => Some(s),
+            found => {
+                let why = if found.is_some() { "has no role" } else { "is not a subject (subject.create)" };
+                tracing::info!(user, peer = ?ctx.peer, why, "login refused");
+                return Err(ApiError::new(
+                    &codes::SESSION_AUTHORIZATION_FAILED,
+                    [user.to_string(), format!("the user {why}: nothing is granted to it")],
+                ));
+            }
+        }
+    };
     let client = crate::state::Client::new(user, originator, Some(ctx.peer));
     let evicted = ctx.state.admit_session(&client).map_err(|held| {
         tracing::warn!(user, originator, peer = ?ctx.peer, held, "login refused: the user's session limit");
@@ -57,6 +73,12 @@ pub fn login_with_password(
     put("validation_time", now);
     put("is_local_superuser", Value::Bool(user == "root"));
     put("auth_user_name", Value::str(user));
+    if let Some(sub) = &subject {
+        put("subject", Value::Str(sub.clone()));
+        put("auth_user_sid", Value::Str(crate::rbac::local_identifier(user)));
+        let bits = crate::rbac::user_bits(&ctx.state.store, user);
+        put("rbac_permissions", Value::Array(crate::rbac::permissions(bits)));
+    }
     put("originator", Value::str(originator));
     ctx.state.store.transaction(|tx| tx.insert(class, &r, fields))?;
     let r: Ref = r.into();
@@ -90,30 +112,18 @@ pub fn logout(ctx: &Ctx<'_>, class: &'static Class, _: &'static Message, _: Vec<
     Ok(Reply::void())
 }
 
-/// Every permission the session holds: for the local superuser, every message a pool-admin may call, named as
-/// xapi names permissions (`class.message`, lower case).
+/// Every permission the session holds (`class.message`, lower case, as xapi names them): for the local superuser
+/// every message; for a user, what its subject's roles grant.
 pub fn get_rbac_permissions(
     ctx: &Ctx<'_>,
-    class: &'static Class,
+    _: &'static Class,
     _: &'static Message,
     args: Vec<Value>,
 ) -> Result<Reply, ApiError> {
-    let row = ctx.state.store.get(class, arg(&args, 0))?;
-    let (su, _) = class.field("is_local_superuser").expect("field");
-    let (stored, _) = class.field("rbac_permissions").expect("field");
-    if row.fields[su] != Value::Bool(true) {
-        return Ok(Reply::Value(row.fields[stored].clone()));
-    }
-    let admin = Roles::NAMES.iter().position(|n| *n == "pool-admin").expect("pool-admin");
-    let mut perms = Vec::new();
-    for c in model::classes() {
-        for m in c.messages {
-            if m.lifecycle != Lifecycle::Removed && m.roles.0 & (1 << admin) != 0 {
-                perms.push(Value::Str(format!("{}.{}", c.name, m.name).to_lowercase()));
-            }
-        }
-    }
-    Ok(Reply::Value(Value::Array(perms)))
+    let s = arg(&args, 0);
+    ctx.state.store.get(model::class("session").expect("session"), s)?;
+    let bits = crate::rbac::session_bits(&ctx.state.store, s);
+    Ok(Reply::Value(Value::Array(crate::rbac::permissions(bits))))
 }
 
 /// `session.change_password(old, new)` for the session's own local user.

@@ -50,6 +50,9 @@ pub async fn export(
         Err(r) => return r,
     };
     let task = t.task.take();
+    if let Err(e) = t.who.may(&state, "get_export_raw_vdi", "VDI", "copy") {
+        return super::conclude(task, Err(e));
+    }
     let format = t.format;
     let base = match param(&query, "base").filter(|b| !b.is_empty() && b != "OpaqueRef:NULL") {
         None => None,

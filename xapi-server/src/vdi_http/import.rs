@@ -109,17 +109,21 @@ pub async fn import(
     let creating = param(&query, "vdi").is_none() && sr_param(&query).is_some();
     let prepared = if creating {
         match super::authenticate(&state, &peer, &query, req.headers()).await {
-            Ok(who) => new_target(&state, &query, who).map_err(|e| Refusal::from(e).into_response()),
-            Err(r) => Err(r.into_response()),
+            Ok(who) => new_target(&state, &query, who).map_err(|e| Box::new(Refusal::from(e).into_response())),
+            Err(r) => Err(Box::new(r.into_response())),
         }
     } else {
-        super::prelude(&state, &peer, &query, req.headers()).await.map(|t| (t, None))
+        super::prelude(&state, &peer, &query, req.headers()).await.map(|t| (t, None)).map_err(Box::new)
     };
+    let prepared = prepared.and_then(|(t, create)| match t.who.may(&state, "put_import_raw_vdi", "VDI", "create") {
+        Ok(()) => Ok((t, create)),
+        Err(e) => Err(Box::new(super::conclude(t.task, Err(e)))),
+    });
     let (mut t, create) = match prepared {
         Ok(p) => p,
         Err(r) => {
             drain(&mut req.into_body().into_data_stream()).await;
-            return r;
+            return *r;
         }
     };
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());

@@ -110,6 +110,7 @@ impl From<ApiError> for Refusal {
             "HANDLE_INVALID" | "UUID_INVALID" => StatusCode::NOT_FOUND,
             "SESSION_INVALID" | "SESSION_AUTHENTICATION_FAILED" => StatusCode::UNAUTHORIZED,
             "VDI_IN_USE" => StatusCode::CONFLICT,
+            "RBAC_PERMISSION_DENIED" => StatusCode::FORBIDDEN,
             "VDI_TOO_SMALL" | "IMPORT_ERROR" | "INVALID_VALUE" => StatusCode::BAD_REQUEST,
             "NOT_IMPLEMENTED" => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +181,18 @@ enum Format {
     Vhd,
     /// VMware's disk (monolithicSparse or streamOptimized), converted on the way in; import only.
     Vmdk,
+}
+
+impl Who {
+    /// `RBAC_PERMISSION_DENIED` unless the caller's roles may call `class.message`, which stands for `action`.
+    fn may(&self, state: &State, action: &str, class: &str, message: &str) -> Result<(), ApiError> {
+        let bits = match (&self.session, &self.user) {
+            (Some(s), _) => crate::rbac::session_bits(&state.store, s),
+            (None, Some(u)) => crate::rbac::user_bits(&state.store, u),
+            (None, None) => 0,
+        };
+        crate::rbac::check_http(bits, action, class, message)
+    }
 }
 
 /// What both handlers do first: the request's query, its login checked, and the VDI it names.

@@ -8,6 +8,7 @@ mod events;
 mod import_export;
 mod nbd_export;
 mod persistence;
+mod rbac;
 mod rpc;
 mod sessions;
 mod storage;

@@ -1,13 +1,14 @@
 //! The commands that are not generic, one table per subject: `misc` (`event-wait`, `task-cancel`,
 //! `host-compute-free-memory`), `vm` (power operations, install, clone, copy, snapshot, uninstall), `vm_storage`
-//! (`vm-disk-*`, `vm-cd-*`), `snapshot` (`template-*`, `snapshot-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`), `vdi_io` (`vdi-import`, `vdi-export`) and
-//! `vbd` (`vbd-*`). Each command is a row — name, parameters, what `xe help` says, and the function that runs it —
+//! (`vm-disk-*`, `vm-cd-*`), `snapshot` (`template-*`, `snapshot-*`), `sr` (`sr-*`, `pbd-*`), `vdi` (`vdi-*`), `vdi_io` (`vdi-import`, `vdi-export`),
+//! `vbd` (`vbd-*`) and `subject` (`subject-add`, `subject-role-add`, …). Each command is a row — name, parameters, what `xe help` says, and the function that runs it —
 //! and each runs as xe's `cli_operations.ml` does: the same XenAPI calls, the same output. A call the daemon does
 //! not implement yet (`NOT_IMPLEMENTED`) is said so plainly.
 
 mod misc;
 mod snapshot;
 mod sr;
+mod subject;
 mod vbd;
 mod vdi;
 mod vdi_io;
@@ -40,7 +41,7 @@ pub struct Special {
 /// The selectors a command on VMs takes.
 pub const VM_SELECTORS: &[&str] = &["uuid", "vm", "<field>=<value>", "--multiple"];
 
-const TABLES: [&[Special]; 8] = [
+const TABLES: [&[Special]; 9] = [
     misc::SPECIALS,
     vm::SPECIALS,
     vm_storage::SPECIALS,
@@ -49,6 +50,7 @@ const TABLES: [&[Special]; 8] = [
     vdi::SPECIALS,
     vdi_io::SPECIALS,
     vbd::SPECIALS,
+    subject::SPECIALS,
 ];
 
 /// Every hand-written command.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 mod lists;
 mod storage;
+mod users;
 mod vdi_io;
 
 const PASSWORD: &str = "pw";

@@ -134,7 +134,10 @@ pub fn prepare(state: &State, method: &str, params: Vec<Value>) -> Result<Prepar
             return Err(ApiError::session_invalid(&format!("{given:?}")));
         };
         let session = state.check_session(&s)?;
-        crate::rbac::check(crate::rbac::session_bits(&state.store, &session), class, msg)?;
+        let bits = crate::rbac::session_bits(&state.store, &session);
+        // The arguments after the session: a map write's key is the second.
+        let key = crate::rbac::map_key(msg).and_then(|i| params.as_slice().get(i - 1));
+        crate::rbac::check_call(bits, class, msg, key)?;
         Some(session)
     } else {
         None

@@ -95,6 +95,67 @@ pub fn session_bits(store: &Store, session: &str) -> u8 {
     }
 }
 
+/// xapi's roles down to vm-operator (`_R_VM_OP`), as bits.
+const VM_OP: u8 = 0b1_1111;
+/// pool-admin alone.
+const POOL_ADMIN: u8 = 0b1;
+
+/// Keys of map fields whose writes (`add_to_<map>`, `remove_from_<map>`) xapi decides per key
+/// (`map_keys_roles` in its datamodel, which the exported `xenapi.json` does not carry): `(class, field, key
+/// pattern, roles)`; a pattern ending in `*` is a prefix. The rest of the map is written with the message's roles.
+const MAP_KEYS_ROLES: &[(&str, &str, &str, u8)] = &[
+    ("pool", "other_config", "folder", VM_OP),
+    ("pool", "other_config", "XenCenter.CustomFields.*", VM_OP),
+    ("pool", "other_config", "EMPTY_FOLDERS", VM_OP),
+    ("host", "other_config", "folder", VM_OP),
+    ("host", "other_config", "XenCenter.CustomFields.*", VM_OP),
+    ("VM", "other_config", "pci", POOL_ADMIN),
+    ("VM", "other_config", "folder", VM_OP),
+    ("VM", "other_config", "XenCenter.CustomFields.*", VM_OP),
+    ("task", "other_config", "applies_to", VM_OP),
+    ("task", "other_config", "XenCenterUUID", VM_OP),
+    ("task", "other_config", "XenCenterMeddlingActionTitle", VM_OP),
+];
+
+/// The roles that may write `key` of `class.field` when xapi decides it per key.
+fn key_roles(class: &str, field: &str, key: &str) -> Option<u8> {
+    MAP_KEYS_ROLES.iter().find_map(|&(c, f, pattern, roles)| {
+        let hit = match pattern.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == pattern,
+        };
+        (c == class && f == field && hit).then_some(roles)
+    })
+}
+
+/// [`check`] for a call; `key` is a map write's key argument (see [`map_key`]): a key xapi decides per key
+/// ([`MAP_KEYS_ROLES`]) is allowed to that key's roles instead of the message's.
+pub fn check_call(bits: u8, class: &Class, msg: &Message, key: Option<&Value>) -> Result<(), ApiError> {
+    if bits == ALL {
+        return Ok(());
+    }
+    if let model::MsgKind::MapAdd(i) | model::MsgKind::MapRemove(i) = msg.kind
+        && let (Some(f), Some(Value::Str(key))) = (class.fields.get(usize::from(i)), key)
+        && let Some(roles) = key_roles(class.name, f.name, key)
+    {
+        if roles & bits != 0 {
+            return Ok(());
+        }
+        let permission = format!("{}/key:{key}", permission(class, msg));
+        return Err(ApiError::new(
+            &codes::RBAC_PERMISSION_DENIED,
+            [permission.clone(), format!("The role(s) of this session's subject may not call {permission}")],
+        ));
+    }
+    check(bits, class, msg)
+}
+
+/// Whether `msg` is a map write, whose key argument [`check_call`] needs (the third parameter, after the
+/// session and the object).
+pub fn map_key(msg: &Message) -> Option<usize> {
+    matches!(msg.kind, model::MsgKind::MapAdd(_) | model::MsgKind::MapRemove(_)).then_some(2)
+}
+
 /// The names of the roles in `bits`.
 pub fn names(bits: u8) -> Vec<&'static str> {
     USER_ROLES.iter().map(|(n, _)| *n).filter(|n| Roles(bits).contains(n)).collect()

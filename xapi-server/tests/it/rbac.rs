@@ -152,3 +152,30 @@ fn users_without_a_role_and_the_disk_handlers() {
     let denied = xml_call(api.d.addr, "VM.get_all", &[admin.clone()]).unwrap_err();
     assert_eq!(denied[0], "RBAC_PERMISSION_DENIED");
 }
+
+#[test]
+fn map_keys_xapi_decides_per_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &["--libvirt-uri", "none"]);
+    let pool = api.ok("pool.get_all", &[]).as_array().unwrap()[0].clone();
+    let vm = api.ok("VM.create", &[Value::Struct(vec![("name_label".into(), s("v"))])]);
+    let operator = user_with(&api, "vm-operator");
+    let admin = user_with(&api, "vm-admin");
+    let call = |sess: &Value, m: &str, args: &[Value]| {
+        let mut all = vec![sess.clone()];
+        all.extend_from_slice(args);
+        xml_call(api.d.addr, m, &all)
+    };
+    // XenCenter's folders: a vm-operator may file the pool into one, not write other keys.
+    call(&operator, "pool.add_to_other_config", &[pool.clone(), s("folder"), s("/lab")]).unwrap();
+    call(&operator, "pool.add_to_other_config", &[pool.clone(), s("XenCenter.CustomFields.owner"), s("me")]).unwrap();
+    let e = call(&operator, "pool.add_to_other_config", &[pool.clone(), s("other"), s("x")]).unwrap_err();
+    assert_eq!((e[0].as_str(), e[1].as_str()), ("RBAC_PERMISSION_DENIED", "pool.add_to_other_config"));
+    // A VM's pci key is pool-admin's alone, although a vm-admin writes the rest of the map.
+    call(&admin, "VM.add_to_other_config", &[vm.clone(), s("note"), s("x")]).unwrap();
+    let e = call(&admin, "VM.add_to_other_config", &[vm.clone(), s("pci"), s("0/0000:00:02.0")]).unwrap_err();
+    assert_eq!((e[0].as_str(), e[1].as_str()), ("RBAC_PERMISSION_DENIED", "vm.add_to_other_config/key:pci"));
+    let e = call(&admin, "VM.remove_from_other_config", &[vm.clone(), s("pci")]).unwrap_err();
+    assert_eq!(e[0], "RBAC_PERMISSION_DENIED");
+    api.ok("VM.add_to_other_config", &[vm, s("pci"), s("0/0000:00:02.0")]);
+}

@@ -10,4 +10,5 @@ mod persistence;
 mod rpc;
 mod storage;
 mod support;
+mod tls;
 mod vm;

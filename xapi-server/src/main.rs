@@ -110,6 +110,29 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(daemon())
 }
 
+/// On SIGHUP, reads the certificate file again and serves new connections with it; a file that does not load is
+/// logged and the certificate in use kept.
+fn reload_on_sighup(path: PathBuf, config: xapi_server::tls::SharedConfig) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || xapi_server::tls::load(&p)).await {
+                Ok(Ok((new, fingerprint))) => {
+                    *config.write().unwrap_or_else(|e| e.into_inner()) = new;
+                    tracing::info!(file = %path.display(), sha256 = %fingerprint, "reloaded the certificate");
+                }
+                Ok(Err(e)) => {
+                    let e = anyhow::Error::from(e);
+                    tracing::warn!(error = format!("{e:#}"), "SIGHUP: kept the certificate in use");
+                }
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: reloading the certificate failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn daemon() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -136,7 +159,7 @@ async fn daemon() -> anyhow::Result<()> {
             } else {
                 tracing::info!(file = %path.display(), sha256 = %id.fingerprint, "loaded the certificate");
             }
-            Some(id.config)
+            Some((path, std::sync::Arc::new(std::sync::RwLock::new(id.config))))
         }
         None => None,
     };
@@ -210,10 +233,11 @@ async fn daemon() -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTP");
         servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
     }
-    if let (Some(addr), Some(config)) = (args.https, tls) {
+    if let (Some(addr), Some((path, config))) = (args.https, tls) {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTPS");
-        let listener = xapi_server::tls::TlsListener::new(listener, config)?;
+        let listener = xapi_server::tls::TlsListener::new(listener, config.clone())?;
+        reload_on_sighup(path, config)?;
         servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
     }
     let socket = args.socket.clone().unwrap_or_else(|| args.data_dir.join("xapi"));

@@ -221,6 +221,10 @@ fn interface_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// The configuration new connections are served with; replaced on reload (SIGHUP), while connections already made
+/// keep theirs.
+pub type SharedConfig = Arc<std::sync::RwLock<Arc<ServerConfig>>>;
+
 /// A listener whose connections have finished their TLS handshake.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -229,9 +233,8 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `listener`; stops when the returned listener is dropped.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<TlsListener> {
+    pub fn new(listener: TcpListener, config: SharedConfig) -> io::Result<TlsListener> {
         let local = listener.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
@@ -248,7 +251,8 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let (tx, acceptor) = (tx.clone(), TlsAcceptor::from(current));
                 tokio::spawn(async move {
                     if let Some(tls) = handshake(&acceptor, tcp, addr).await {
                         let _ = tx.send((tls, addr)).await;

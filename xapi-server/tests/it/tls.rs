@@ -220,7 +220,7 @@ fn s_(v: &str) -> Value {
 }
 
 #[test]
-fn an_administrators_certificate_is_served_and_a_bad_one_stops_the_start() {
+fn an_administrators_certificate_is_served_reloaded_on_sighup_and_a_bad_one_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -242,6 +242,30 @@ fn an_administrators_certificate_is_served_and_a_bad_one_stops_the_start() {
         assert_eq!(a.status, 200, "{}", a.body);
         assert_eq!(a.leaf, mine.cert.der().to_vec());
         assert!(d.log_text().contains("loaded the certificate"), "{}", d.log_text());
+
+        // Another one, and SIGHUP: new connections get it.
+        let next = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&file, format!("{}{}", next.signing_key.serialize_pem(), next.cert.pem())).unwrap();
+        Command::new("kill").args(["-HUP", &d.child.id().to_string()]).status().unwrap();
+        let next_roots = vec![next.cert.der().clone()];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let body = xmlrpc::write_call("session.login_with_password", &login_args(PASSWORD));
+        while https_post(d.https, &next_roots, "localhost", "/", "text/xml", &body).is_err() {
+            assert!(Instant::now() < deadline, "the certificate was not reloaded: {}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(d.log_text().contains("reloaded the certificate"), "{}", d.log_text());
+        // A bad file on SIGHUP: the certificate in use stays.
+        std::fs::write(&file, "garbage").unwrap();
+        Command::new("kill").args(["-HUP", &d.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.log_text().contains("kept the certificate in use") {
+            assert!(Instant::now() < deadline, "no warning: {}", d.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let a = https_post(d.https, &next_roots, "localhost", "/", "text/xml", &body).unwrap();
+        assert_eq!(a.leaf, next.cert.der().to_vec());
+        std::fs::write(&file, format!("{}{}", mine.cert.pem(), mine.signing_key.serialize_pem())).unwrap();
     }
     // The file was only read.
     assert_eq!(certs_of(&file), roots);

@@ -2,8 +2,7 @@
 //!
 //! ```text
 //! xapi-server --data-dir DIR [--http ADDR:PORT|none] [--https ADDR:PORT] [--cert FILE] [--socket PATH]
-//!             [--libvirt-uri URI]
-//!             [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
+//!             [--libvirt-uri URI] [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
 //!             [--nbd ADDR:PORT|none]
 //! xapi-server tapdisk --socket PATH --ctl PATH --export NAME --pidfile PATH --vhd FILE [--read-only]
 //! ```
@@ -151,9 +150,8 @@ async fn daemon() -> anyhow::Result<()> {
         Some(_) => {
             let path = args.cert.clone().unwrap_or_else(|| args.data_dir.join(xapi_server::tls::CERT_FILE));
             let p = path.clone();
-            let id = tokio::task::spawn_blocking(move || xapi_server::tls::load_or_generate(&p))
-                .await?
-                .with_context(|| format!("--cert {}", path.display()))?;
+            // The error names the file.
+            let id = tokio::task::spawn_blocking(move || xapi_server::tls::load_or_generate(&p)).await??;
             if id.generated {
                 tracing::info!(file = %path.display(), sha256 = %id.fingerprint, "generated a self-signed certificate");
             } else {

@@ -18,7 +18,7 @@ use axum::serve::Listener;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -284,6 +284,19 @@ async fn handshake(acceptor: &TlsAcceptor, mut tcp: TcpStream, addr: SocketAddr)
         );
         let _ = tcp.write_all(answer.as_bytes()).await;
         let _ = tcp.shutdown().await;
+        // What the client is still sending is read and dropped for a moment: closing with it unread would reset
+        // the connection, and the client would see a broken pipe rather than the answer.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let mut buf = [0u8; 16 << 10];
+            let mut left = 1usize << 20;
+            while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
         return None;
     }
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

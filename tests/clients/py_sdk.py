@@ -4,6 +4,9 @@ requirements.txt).
 
 Usage: py_sdk.py URL USER PASSWORD      e.g. py_sdk.py http://127.0.0.1:8080 root secret
 
+An https:// URL is spoken to as an administrator's script usually does with a
+self-signed host certificate: Session(url, ignore_ssl=True).
+
 Prints one line per check ("ok   ..." / "FAIL ..."), then a closing line
 "RESULT passed=N failed=M" that run.sh reads. Exits 1 if any check failed.
 A failed check that later checks depend on (login, the pool, dom0) stops the
@@ -14,6 +17,7 @@ The SDK speaks XML-RPC only (xmlrpc.client); with no path in URL it posts to
 """
 
 import socket
+import ssl
 import sys
 import traceback
 import xmlrpc.client
@@ -32,6 +36,11 @@ class CheckFailed(Exception):
 
 class Abort(Exception):
     pass
+
+
+def new_session(url):
+    """A SDK session; over https, without checking the certificate (ignore_ssl)."""
+    return XenAPI.Session(url, ignore_ssl=url.startswith("https:"))
 
 
 def expect(cond, msg):
@@ -87,7 +96,8 @@ def main(url, user, password):
     socket.setdefaulttimeout(CALL_TIMEOUT_S)
     r = Runner()
     st = {}  # state shared between checks
-    raw = xmlrpc.client.ServerProxy(url, allow_none=True)
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    raw = xmlrpc.client.ServerProxy(url, allow_none=True, context=context)
 
     try:
         run_checks(r, st, url, user, password, raw)
@@ -104,7 +114,7 @@ def main(url, user, password):
 def run_checks(r, st, url, user, password, raw):
     # ---- login -----------------------------------------------------------
     def bad_login():
-        s = XenAPI.Session(url)
+        s = new_session(url)
         d = expect_failure(s.xenapi.login_with_password, user, password + "-wrong",
                            "2.21", "xapi-rs-tests")
         expect_eq(d[0], "SESSION_AUTHENTICATION_FAILED", "details[0]")
@@ -113,7 +123,7 @@ def run_checks(r, st, url, user, password, raw):
     r.check("login with a wrong password -> SESSION_AUTHENTICATION_FAILED", bad_login)
 
     def login():
-        s = XenAPI.Session(url)
+        s = new_session(url)
         s.xenapi.login_with_password(user, password, "2.21", "xapi-rs-tests")
         h = s.handle
         expect(isinstance(h, str) and h.startswith("OpaqueRef:"),
@@ -289,7 +299,7 @@ def run_checks(r, st, url, user, password, raw):
     r.check("raw XML-RPC VM.get_all -> {'Status': 'Success', 'Value': [...]}", raw_success_shape)
 
     def sdk_bogus_session():
-        s2 = XenAPI.Session(url)
+        s2 = new_session(url)
         s2._session = "OpaqueRef:bogus"
         try:
             res = s2.xenapi.VM.get_all()
@@ -319,7 +329,7 @@ def run_checks(r, st, url, user, password, raw):
 
     def relogin():
         # The SDK re-logs in by itself when the server says SESSION_INVALID.
-        s3 = XenAPI.Session(url)
+        s3 = new_session(url)
         s3.xenapi.login_with_password(user, password)  # 2-param form, as XO uses
         old = s3.handle
         st["s3"] = s3

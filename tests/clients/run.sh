@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Run the real-client tests against a started xapi-server.
-#   tests/clients/run.sh URL USER PASSWORD      e.g. http://127.0.0.1:8080 root secret
+#   tests/clients/run.sh URL USER PASSWORD [HTTPS_URL CA_FILE]
+#     e.g. http://127.0.0.1:8080 root secret https://127.0.0.1:8443 var/xapi-ssl.pem
 # Installs the pinned clients if needed (setup.sh), then runs the Python SDK
 # suite, the Python SDK disk-import suite (needs the pool's default SR), the
 # Xen Orchestra suite over json-rpc, xml-rpc and auto, and the Xen
 # Orchestra events suite (watchEvents on; changes made by the Python SDK) over
 # json-rpc and xml-rpc.
+# With HTTPS_URL and CA_FILE (the daemon's certificate file) it also runs the
+# Python SDK suite over HTTPS (ignore_ssl=True), the SDK's certificate checks
+# (py_tls.py: with the CA given, and failing without it) and the Xen
+# Orchestra suite over HTTPS (allowUnauthorized) for each transport.
 # Ends with "clients: N passed, M failed" (N, M count checks; a suite that
 # crashed, timed out or printed no RESULT line counts as one more failure)
 # and exits non-zero if anything failed.
 set -uo pipefail
-if [[ $# -ne 3 ]]; then
-  echo "usage: $0 URL USER PASSWORD" >&2
+if [[ $# -ne 3 && $# -ne 5 ]]; then
+  echo "usage: $0 URL USER PASSWORD [HTTPS_URL CA_FILE]" >&2
   exit 2
 fi
-url="$1" user="$2" password="$3"
+url="$1" user="$2" password="$3" https_url="${4:-}" ca_file="${5:-}"
 here="$(cd "$(dirname "$0")" && pwd)"
 
 total_passed=0
@@ -67,6 +72,13 @@ done
 for transport in json-rpc xml-rpc; do
   run_suite "xo-events-$transport" 90 node "$here/xo_events.mjs" "$url" "$user" "$password" "$transport"
 done
+if [[ -n "$https_url" ]]; then
+  run_suite py_sdk-https 120 "$here/.venv/bin/python" "$here/py_sdk.py" "$https_url" "$user" "$password"
+  run_suite py_tls 60 "$here/.venv/bin/python" "$here/py_tls.py" "$https_url" "$user" "$password" "$ca_file"
+  for transport in json-rpc xml-rpc auto; do
+    run_suite "xo-https-$transport" 90 node "$here/xo.mjs" "$https_url" "$user" "$password" "$transport"
+  done
+fi
 
 if [[ ${#failed_suites[@]} -gt 0 ]]; then
   echo "failed suites: ${failed_suites[*]}"

@@ -85,6 +85,13 @@ impl PeerOf for TcpStream {
     }
 }
 
+impl PeerOf for tokio_rustls::server::TlsStream<TcpStream> {
+    type Addr = std::net::SocketAddr;
+    fn peer(&self, addr: &Self::Addr) -> Peer {
+        Peer::Tcp(*addr)
+    }
+}
+
 impl PeerOf for UnixStream {
     type Addr = tokio::net::unix::SocketAddr;
     fn peer(&self, _: &Self::Addr) -> Peer {

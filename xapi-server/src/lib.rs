@@ -1,8 +1,9 @@
 //! The xapi-rs daemon: the XenAPI over XML-RPC and JSON-RPC, on a durable SQLite store.
 //!
 //! Entry points: [`open`] builds the [`State`] from a data directory (migrating the store and describing this
-//! host on first start); [`app`] is the HTTP router over it; [`serve`] runs it on a TCP or unix listener until a
-//! shutdown signal. Tests bind port 0 and a temporary data directory and use the same functions.
+//! host on first start); [`app`] is the HTTP router over it; [`serve`] runs it on a TCP, TLS ([`tls::TlsListener`])
+//! or unix listener until a shutdown signal. Tests bind port 0 and a temporary data directory and use the same
+//! functions.
 
 pub mod audit;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod rpc;
 pub mod state;
 pub mod storage;
 pub mod tasks;
+pub mod tls;
 mod vdi_http;
 pub mod where_expr;
 
@@ -115,13 +117,20 @@ impl Connected<IncomingStream<'_, Front<TcpListener>>> for Peer {
     }
 }
 
+impl Connected<IncomingStream<'_, Front<tls::TlsListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Front<tls::TlsListener>>) -> Peer {
+        // A TLS client is always remote: it logs in with a password, even from this host.
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
 impl Connected<IncomingStream<'_, Front<UnixListener>>> for Peer {
     fn connect_info(stream: IncomingStream<'_, Front<UnixListener>>) -> Peer {
         Peer::Unix { uid: stream.io().inner().peer_cred().ok().map(|c| c.uid()) }
     }
 }
 
-/// Serves the XenAPI on `listener` (TCP or unix socket) until `shutdown` resolves.
+/// Serves the XenAPI on `listener` (TCP, TLS over TCP, or unix socket) until `shutdown` resolves.
 pub async fn serve<L>(
     listener: L,
     state: Arc<State>,

@@ -1,8 +1,8 @@
 //! `xapi-server`: the daemon's command line.
 //!
 //! ```text
-//! xapi-server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--socket PATH] [--libvirt-uri URI]
-//!             [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
+//! xapi-server --data-dir DIR [--http ADDR:PORT|none] [--https ADDR:PORT] [--cert FILE] [--socket PATH]
+//!             [--libvirt-uri URI] [--root-password-file FILE] [--accel auto|kvm|tcg] [--host-memory-reserve MIB]
 //!             [--nbd ADDR:PORT|none]
 //! xapi-server tapdisk --socket PATH --ctl PATH --export NAME --pidfile PATH --vhd FILE [--read-only]
 //! ```
@@ -50,9 +50,14 @@ struct Args {
     /// Plain-HTTP listen address (production: 0.0.0.0:80). `none` turns plain HTTP off.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: String,
-    /// HTTPS listen address (production: 0.0.0.0:443). Not available in this build yet.
+    /// HTTPS listen address (production: 0.0.0.0:443; default: off). TLS 1.2 and 1.3 with the certificate of
+    /// --cert.
     #[arg(long)]
     https: Option<SocketAddr>,
+    /// The HTTPS private key and certificate chain, in one PEM file (default DATA_DIR/xapi-ssl.pem; XenServer:
+    /// /etc/xensource/xapi-ssl.pem). Generated, self-signed for this host's names and addresses, if missing.
+    #[arg(long)]
+    cert: Option<PathBuf>,
     /// Unix socket on which local root needs no password (default DATA_DIR/xapi; XenServer: /var/lib/xcp/xapi).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -112,6 +117,29 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(daemon())
 }
 
+/// On SIGHUP, reads the certificate file again and serves new connections with it; a file that does not load is
+/// logged and the certificate in use kept.
+fn reload_on_sighup(path: PathBuf, config: xapi_server::tls::SharedConfig) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || xapi_server::tls::load(&p)).await {
+                Ok(Ok((new, fingerprint))) => {
+                    *config.write().unwrap_or_else(|e| e.into_inner()) = new;
+                    tracing::info!(file = %path.display(), sha256 = %fingerprint, "reloaded the certificate");
+                }
+                Ok(Err(e)) => {
+                    let e = anyhow::Error::from(e);
+                    tracing::warn!(error = format!("{e:#}"), "SIGHUP: kept the certificate in use");
+                }
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: reloading the certificate failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn daemon() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -125,9 +153,22 @@ async fn daemon() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     args.data_dir =
         std::fs::canonicalize(&args.data_dir).with_context(|| format!("resolving {}", args.data_dir.display()))?;
-    if let Some(addr) = args.https {
-        bail!("--https {addr}: HTTPS is not available in this build yet; use --http (or a TLS proxy) for now");
-    }
+    // The certificate is read (or made) before anything else starts, so that a bad file stops the start.
+    let tls = match args.https {
+        Some(_) => {
+            let path = args.cert.clone().unwrap_or_else(|| args.data_dir.join(xapi_server::tls::CERT_FILE));
+            let p = path.clone();
+            // The error names the file.
+            let id = tokio::task::spawn_blocking(move || xapi_server::tls::load_or_generate(&p)).await??;
+            if id.generated {
+                tracing::info!(file = %path.display(), sha256 = %id.fingerprint, "generated a self-signed certificate");
+            } else {
+                tracing::info!(file = %path.display(), sha256 = %id.fingerprint, "loaded the certificate");
+            }
+            Some((path, std::sync::Arc::new(std::sync::RwLock::new(id.config))))
+        }
+        None => None,
+    };
     let root_password = match (&args.root_password_file, std::env::var("XAPI_ROOT_PASSWORD")) {
         (Some(file), _) => Some(
             std::fs::read_to_string(file)
@@ -158,7 +199,10 @@ async fn daemon() -> anyhow::Result<()> {
         settings: Settings {
             session_idle_timeout: std::time::Duration::from_secs(args.session_idle_timeout),
             tombstone_limit: args.event_tombstones,
-            http_base: http_base(&args.http),
+            http_base: match (args.http.as_str(), args.https) {
+                ("none", Some(https)) => http_base(&https.to_string()).replacen("http:", "https:", 1),
+                (http, _) => http_base(http),
+            },
             nbd: nbd_advertised,
             sessions_per_client: args.sessions_per_client,
             sessions_per_user: args.sessions_per_user,
@@ -195,6 +239,13 @@ async fn daemon() -> anyhow::Result<()> {
         let addr: SocketAddr = args.http.parse().with_context(|| format!("--http {}", args.http))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTP");
+        servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
+    }
+    if let (Some(addr), Some((path, config))) = (args.https, tls) {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving XenAPI over HTTPS");
+        let listener = xapi_server::tls::TlsListener::new(listener, config.clone())?;
+        reload_on_sighup(path, config)?;
         servers.spawn(xapi_server::serve(listener, state.clone(), stopped()));
     }
     let socket = args.socket.clone().unwrap_or_else(|| args.data_dir.join("xapi"));

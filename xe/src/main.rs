@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! xe <command> [param=value …] [--minimal] [--multiple] [--force] [--progress]
-//!    [-s HOST [-p PORT] -u USER (-pw PASSWORD | -pwf FILE)] [--nossl]
+//!    [-s HOST [-p PORT] -u USER (-pw PASSWORD | -pwf FILE)] [--nossl | --cacert FILE]
 //! xe help [<command> | --all] [--minimal]
 //! ```
 //!
 //! A normal XenAPI client of the daemon: XML-RPC through `xapi_types::wire` over HTTP, on the local unix socket
-//! (`$XE_SOCKET`, else `/var/lib/xcp/xapi`, where root logs in without a password) or, with `-s`, over plain
-//! TCP (port 80 unless `-p`; HTTPS is not available yet, so `--nossl` is implied). Output and errors follow xe's.
+//! (`$XE_SOCKET`, else `/var/lib/xcp/xapi`, where root logs in without a password) or, with `-s`, over HTTPS (port
+//! 443 unless `-p`; any certificate, unless `--cacert` names the CA to check it against) or, with `--nossl` or
+//! `-s 127.0.0.1` (without `--cacert`), plain TCP (port 80 unless `-p`), as XenServer's xe ("never use SSL
+//! on-host"). Output and errors
+//! follow xe's.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +40,10 @@ struct CommandLine {
     user: Option<String>,
     password: Option<String>,
     password_file: Option<PathBuf>,
+    /// `--nossl`: plain HTTP.
+    nossl: bool,
+    /// `--cacert FILE`: verify the server's certificate against the CAs of this PEM file.
+    cacert: Option<PathBuf>,
     command: Option<String>,
     /// `xe help <command>`: the command.
     topic: Option<String>,
@@ -60,7 +67,8 @@ fn parse(argv: &[String]) -> Result<CommandLine, XeError> {
             "-u" => cl.user = Some(value(a)?),
             "-pw" => cl.password = Some(value(a)?),
             "-pwf" => cl.password_file = Some(value(a)?.into()),
-            "--nossl" => {}
+            "--nossl" => cl.nossl = true,
+            "--cacert" => cl.cacert = Some(value(a)?.into()),
             "--minimal" => cl.args.minimal = true,
             "--multiple" => cl.args.multiple = true,
             "--force" => cl.args.force = true,
@@ -92,9 +100,11 @@ fn help(all: bool, minimal: bool) -> String {
         return format::minimal(&command_names());
     }
     let mut out = String::from(
-        "Usage: xe <command> [-s server] [-p port] [-u username] [-pw password | -pwf password-file] [--nossl]\n\
-         \x20         [param=value …] [--minimal] [--multiple] [--force] [--progress]\n\n\
+        "Usage: xe <command> [-s server] [-p port] [-u username] [-pw password | -pwf password-file]\n\
+         \x20         [--nossl | --cacert ca-file] [param=value …] [--minimal] [--multiple] [--force] [--progress]\n\n\
          Without -s, xe talks to the local daemon on $XE_SOCKET (default /var/lib/xcp/xapi) as root.\n\
+         With -s, it uses HTTPS (port 443) and accepts any certificate unless --cacert is given; --nossl (or\n\
+         -s 127.0.0.1 without --cacert) uses plain HTTP (port 80).\n\
          'xe help <command>' describes one command; 'xe help --all' lists them all.\n\n",
     );
     if all {
@@ -184,7 +194,20 @@ fn connect(cl: &CommandLine) -> Result<Client, XeError> {
         (None, None) => String::new(),
     };
     let user = cl.user.as_deref().unwrap_or("root");
-    Client::login(Target::Tcp { host: host.clone(), port: cl.port.unwrap_or(80) }, user, &password)
+    Client::login(target(host, cl), user, &password)
+}
+
+/// Where `-s HOST` leads: HTTPS, unless `--nossl` or the host is `127.0.0.1` (XenServer's xe never uses TLS on
+/// the host itself) without `--cacert` (which asks for TLS).
+fn target(host: &str, cl: &CommandLine) -> Target {
+    if cl.nossl || (host == "127.0.0.1" && cl.cacert.is_none()) {
+        return Target::Tcp { host: host.to_string(), port: cl.port.unwrap_or(80) };
+    }
+    let verify = match &cl.cacert {
+        Some(file) => http::Verify::Ca(file.clone()),
+        None => http::Verify::Nothing,
+    };
+    Target::Tls { host: host.to_string(), port: cl.port.unwrap_or(443), verify }
 }
 
 /// Runs the command line; the text for stdout on success.
@@ -244,6 +267,16 @@ mod tests {
         assert_eq!(cl.command.as_deref(), Some("vm-list"));
         assert_eq!(cl.args.params, vec![("power-state".to_string(), "running".to_string())]);
         assert!(cl.args.minimal);
+        assert_eq!(target("h", &cl), Target::Tcp { host: "h".into(), port: 8080 });
+        let cl = parse(&argv("-s h vm-list --cacert ca.pem")).unwrap();
+        let tls = Target::Tls { host: "h".into(), port: 443, verify: http::Verify::Ca("ca.pem".into()) };
+        assert_eq!(target("h", &cl), tls);
+        let cl = parse(&argv("-s 127.0.0.1 vm-list")).unwrap();
+        assert_eq!(target("127.0.0.1", &cl), Target::Tcp { host: "127.0.0.1".into(), port: 80 });
+        assert_eq!(
+            target("localhost", &cl),
+            Target::Tls { host: "localhost".into(), port: 443, verify: http::Verify::Nothing }
+        );
     }
 
     #[test]

@@ -13,4 +13,5 @@ mod rpc;
 mod sessions;
 mod storage;
 mod support;
+mod tls;
 mod vm;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 mod lists;
 mod storage;
+mod tls;
 mod users;
 mod vdi_io;
 
@@ -44,13 +45,16 @@ struct Xe {
     socket: PathBuf,
     port: u16,
     tcp: bool,
+    /// Over HTTPS (`-s localhost`: xe never uses TLS for `127.0.0.1`), accepting any certificate as xe does.
+    https: bool,
 }
 
 impl Xe {
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xe"));
         if self.tcp {
-            cmd.args(["-s", "127.0.0.1", "-p", &self.port.to_string(), "-u", "root", "-pw", PASSWORD]);
+            let host = if self.https { "localhost" } else { "127.0.0.1" };
+            cmd.args(["-s", host, "-p", &self.port.to_string(), "-u", "root", "-pw", PASSWORD]);
         }
         cmd.args(args).env("XE_SOCKET", &self.socket).output().expect("run xe")
     }
@@ -76,7 +80,7 @@ impl Xe {
     }
 }
 
-fn exercise(xe: &Xe, new_name: &str) {
+pub(crate) fn exercise(xe: &Xe, new_name: &str) {
     let vms = xe.ok(&["vm-list", "--minimal"]);
     let dom0 = vms.trim();
     assert_eq!(dom0.len(), 36, "one VM, the control domain: {vms:?}");
@@ -234,7 +238,7 @@ fn start_daemon(dir: &Path) -> (Daemon, Xe) {
         assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (daemon, Xe { socket, port, tcp: true })
+    (daemon, Xe { socket, port, tcp: true, https: false })
 }
 
 #[test]
@@ -255,7 +259,7 @@ fn xe_against_the_real_daemon() {
 
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     if root {
-        exercise(&Xe { socket, port, tcp: false }, "over-the-socket");
+        exercise(&Xe { socket, port, tcp: false, https: false }, "over-the-socket");
     } else {
         eprintln!("not root: the unix-socket half (root without a password) was not run");
     }

@@ -85,7 +85,7 @@ fn vdi_import_and_export() {
     // As root over the unix socket, without a password.
     let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     if root {
-        let local = Xe { socket: xe.socket.clone(), port: xe.port, tcp: false };
+        let local = Xe { socket: xe.socket.clone(), port: xe.port, tcp: false, https: false };
         let third = local.val(&["vdi-create", &on_sr, "name-label=io3", "virtual-size=16MiB"]);
         local.ok(&["vdi-import", &format!("uuid={third}"), &format!("filename={}", path(&raw))]);
         let local_back = dir.path().join("local.raw");

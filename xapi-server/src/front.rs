@@ -25,6 +25,61 @@ pub struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,
     inner: S,
+    /// The connection's place in its client's count, given back when the connection ends.
+    _slot: Option<Slot>,
+}
+
+/// Open TCP connections per client address.
+#[derive(Default)]
+pub struct Connections(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more connection from `ip`, or `None` when it has `limit` open already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, limit: usize) -> Option<Slot> {
+        let mut m = self.lock();
+        let n = m.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { all: self.clone(), ip })
+    }
+}
+
+/// One open connection of a client, counted until dropped.
+pub struct Slot {
+    all: Arc<Connections>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.all.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a client past its connection limit is told before the connection closes.
+fn too_many(limit: usize) -> Vec<u8> {
+    let body = format!(
+        "TOO_MANY_CONNECTIONS this client (address) has {limit} connections open already, the most allowed \
+         (--connections-per-client)\n"
+    );
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nConnection: close\r\nRetry-After: 1\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl<S> Prefixed<S> {
@@ -115,6 +170,7 @@ where
     pub fn new(mut listener: L, state: Arc<State>) -> io::Result<Front<L>> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
+        let connections = Arc::new(Connections::default());
         tokio::spawn(async move {
             loop {
                 let (io, addr) = tokio::select! {
@@ -122,14 +178,35 @@ where
                     _ = tx.closed() => return,
                 };
                 let (tx, state) = (tx.clone(), state.clone());
+                // TCP clients are counted per address; the unix socket is not limited.
+                let slot = match io.peer(&addr) {
+                    Peer::Tcp(a) => match connections.take(a.ip(), state.settings.connections_per_client) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::info!(client = %a.ip(), "connection refused: the client's connection limit");
+                            let limit = state.settings.connections_per_client;
+                            tokio::spawn(async move {
+                                let mut io = io;
+                                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                                    let _ = tokio::io::AsyncWriteExt::write_all(&mut io, &too_many(limit)).await;
+                                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                                })
+                                .await;
+                            });
+                            continue;
+                        }
+                    },
+                    Peer::Unix { .. } => None,
+                };
                 tokio::spawn(async move {
                     let mut io = io;
                     let Some(head) = first_bytes(&mut io).await else { return };
                     if head.starts_with(CONSOLE) {
                         let peer = io.peer(&addr);
+                        let _slot = slot;
                         crate::console::raw(state, peer, io, head).await;
                     } else {
-                        let _ = tx.send((Prefixed { prefix: head, pos: 0, inner: io }, addr)).await;
+                        let _ = tx.send((Prefixed { prefix: head, pos: 0, inner: io, _slot: slot }, addr)).await;
                     }
                 });
             }
@@ -184,7 +261,7 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(64);
         tokio::io::AsyncWriteExt::write_all(&mut b, b" world").await.unwrap();
         drop(b);
-        let mut p = Prefixed { prefix: b"hello".to_vec(), pos: 0, inner: a };
+        let mut p = Prefixed { prefix: b"hello".to_vec(), pos: 0, inner: a, _slot: None };
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");

@@ -89,6 +89,10 @@ struct Args {
     /// Sessions one user may hold over all its clients; a login past it is refused (SESSION_AUTHORIZATION_FAILED)
     #[arg(long, default_value_t = 5000)]
     sessions_per_user: usize,
+    /// TCP connections (plain or TLS) one client address may hold open; past it, 429 and the connection closes
+    /// (one call runs per connection at a time, so this bounds a client's concurrent calls too)
+    #[arg(long, default_value_t = 2048)]
+    connections_per_client: usize,
     /// How many deletions are kept for event clients (an `event.from` token older than the oldest kept gets
     /// EVENTS_LOST instead of a silent gap).
     #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
@@ -206,6 +210,7 @@ async fn daemon() -> anyhow::Result<()> {
             nbd: nbd_advertised,
             sessions_per_client: args.sessions_per_client,
             sessions_per_user: args.sessions_per_user,
+            connections_per_client: args.connections_per_client,
         },
         hv: HvConfig {
             libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),

@@ -30,6 +30,10 @@ pub struct Settings {
     pub sessions_per_client: usize,
     /// Sessions one user may hold over all clients; a login past it is refused (`SESSION_AUTHORIZATION_FAILED`).
     pub sessions_per_user: usize,
+    /// TCP connections (plain or TLS) one client address may hold open; past it, `429` and the connection
+    /// closes. With HTTP/1.1 one call runs per connection at a time, so this also bounds a client's concurrent
+    /// calls.
+    pub connections_per_client: usize,
 }
 
 impl Default for Settings {
@@ -41,6 +45,7 @@ impl Default for Settings {
             nbd: None,
             sessions_per_client: 500,
             sessions_per_user: 5000,
+            connections_per_client: 2048,
         }
     }
 }

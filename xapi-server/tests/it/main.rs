@@ -6,6 +6,7 @@
 mod audit;
 mod events;
 mod import_export;
+mod limits;
 mod nbd_export;
 mod persistence;
 mod rbac;

@@ -56,6 +56,7 @@ pub fn custom(class: &str, message: &str) -> Option<Handler> {
         ("VM", "provision") => vm::provision,
         ("VM", "get_allowed_VBD_devices") => vm::get_allowed_vbd_devices,
         ("VM", "compute_memory_overhead") => vm::compute_memory_overhead,
+        ("VM", "set_memory_limits") => vm::set_memory_limits,
         ("VM", "assert_can_boot_here") => vm::assert_can_boot_here,
         ("VM", "get_possible_hosts") => vm::get_possible_hosts,
         ("SR", "create") => sr::create,

@@ -503,3 +503,39 @@ pub fn get_possible_hosts(
     };
     Ok(Reply::Value(Value::Array(hosts)))
 }
+
+/// `VM.set_memory_limits(self, static_min, static_max, dynamic_min, dynamic_max)`: all four at once, for a halted
+/// VM (a running one's memory is what its domain was given), checked as xapi checks them
+/// (`static_min ≤ dynamic_min ≤ dynamic_max ≤ static_max`: `MEMORY_CONSTRAINT_VIOLATION`).
+pub fn set_memory_limits(ctx: &Ctx<'_>, c: &'static Class, _: &'static Message, args: Args) -> Result<Reply, ApiError> {
+    let vm = vm_arg(&args).to_string();
+    let int = |i: usize| match args.get(i) {
+        Some(Value::Int(v)) => *v,
+        _ => 0,
+    };
+    let (smin, smax, dmin, dmax) = (int(1), int(2), int(3), int(4));
+    if !(0 <= smin && smin <= dmin && dmin <= dmax && dmax <= smax) {
+        return Err(ApiError::new(
+            &codes::MEMORY_CONSTRAINT_VIOLATION,
+            ["Memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max".to_string()],
+        ));
+    }
+    ctx.state.store.transaction(|tx| {
+        let row = tx.get(c, &vm)?;
+        let rec = Rec::new(c, &row);
+        if rec.str("power_state") != "Halted" {
+            return Err(ApiError::new(
+                &codes::VM_BAD_POWER_STATE,
+                [vm.clone(), "halted".to_string(), rec.str("power_state").to_lowercase()],
+            ));
+        }
+        tx.update(c, &vm, |f| {
+            set(c, f, "memory_static_min", smin);
+            set(c, f, "memory_static_max", smax);
+            set(c, f, "memory_dynamic_min", dmin);
+            set(c, f, "memory_dynamic_max", dmax);
+        })?;
+        Ok(())
+    })?;
+    Ok(Reply::void())
+}

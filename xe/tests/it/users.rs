@@ -1,5 +1,5 @@
 //! Local users and roles from xe: `subject-add`, `subject-role-add`, a login as that user over TCP, a call its
-//! role does not allow, `subject-role-remove` and `subject-remove`.
+//! role does not allow, `subject-role-remove` and `subject-remove`; and `vm-memory-limits-set`.
 
 use std::process::Command;
 
@@ -43,4 +43,32 @@ fn a_user_with_a_role() {
     xe.ok(&["subject-remove", &format!("subject-uuid={alice}")]);
     assert!(!as_alice(&["vm-list"]).status.success());
     assert!(xe.err(&["subject-role-add", &format!("uuid={alice}"), "role-name=read-only"]).contains("uuid"));
+}
+
+#[test]
+fn vm_memory_limits_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_daemon, xe) = start_daemon(dir.path());
+    let vm = xe.val(&["vm-install", "template=Other install media", "new-name-label=mem"]);
+    let on = format!("uuid={vm}");
+    xe.ok(&[
+        "vm-memory-limits-set",
+        &on,
+        "static-min=128MiB",
+        "static-max=1GiB",
+        "dynamic-min=256MiB",
+        "dynamic-max=512MiB",
+    ]);
+    assert_eq!(xe.val(&["vm-param-get", &on, "param-name=memory-static-max"]), (1u64 << 30).to_string());
+    assert_eq!(xe.val(&["vm-param-get", &on, "param-name=memory-dynamic-min"]), (256u64 << 20).to_string());
+    let err = xe.err(&[
+        "vm-memory-limits-set",
+        &on,
+        "static-min=1GiB",
+        "static-max=512MiB",
+        "dynamic-min=1GiB",
+        "dynamic-max=1GiB",
+    ]);
+    assert!(err.contains("MEMORY_CONSTRAINT_VIOLATION") || err.contains("static_min <= dynamic_min"), "{err}");
+    assert_eq!(xe.val(&["vm-param-get", &on, "param-name=memory-static-max"]), (1u64 << 30).to_string(), "unchanged");
 }

@@ -5,6 +5,8 @@
 //! records) is encoded straight from the store into bytes without building a second tree. Both sinks own their
 //! output buffer (`out`), which a streaming writer may drain between records.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jsonrpc;
 pub mod query;
 pub mod xmlrpc;

@@ -33,22 +33,25 @@ pub fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
+            // Exactly two hex digits: `u8::from_str_radix` alone would also take `+1` (a sign) as `01`.
+            b'%' if i + 2 < b.len() => match (hex_digit(b[i + 1]), hex_digit(b[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Standard base64 (with or without padding, surrounding whitespace ignored); `None` if it is not.
@@ -95,6 +98,9 @@ mod tests {
     #[test]
     fn decoding() {
         assert_eq!(percent_decode("OpaqueRef%3Aab+c%2"), "OpaqueRef:ab c%2");
+        assert_eq!(percent_decode("%c3%A9%zz%4"), "é%zz%4");
+        // Found by the `http_query` fuzz target: a sign is not a hex digit (this was "\u{1}\u{3}A").
+        assert_eq!(percent_decode("%+1%+3A%-1"), "% 1% 3A%-1");
         assert_eq!(base64_decode("cm9vdDpzM2NyZXQ=").unwrap(), b"root:s3cret");
         assert_eq!(base64_decode("cm9vdDpz").unwrap(), b"root:s");
         assert!(base64_decode("a*b").is_none());

@@ -25,19 +25,21 @@ pub fn depth(v: &Value) -> usize {
 }
 
 /// `s` as XML-RPC carries it: the characters our writer drops (C0 controls but tab, LF and CR; U+FFFE, U+FFFF)
-/// dropped, and CR read back as LF (the writer sends it raw; an XML reader normalises line ends).
+/// dropped, and then line ends read back as an XML reader reads them (the writer sends CR raw, so CRLF and a lone
+/// CR become LF). Dropping comes first: a CR and an LF with only dropped characters between them arrive as CRLF.
 pub fn xml_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
+    let kept: String = s
+        .chars()
+        .filter(|&c| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'))
+        .collect();
+    let mut out = String::with_capacity(kept.len());
+    let mut chars = kept.chars().peekable();
     while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                chars.next_if_eq(&'\n');
-                out.push('\n');
-            }
-            '\t' | '\n' => out.push(c),
-            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => {}
-            c => out.push(c),
+        if c == '\r' {
+            chars.next_if_eq(&'\n');
+            out.push('\n');
+        } else {
+            out.push(c);
         }
     }
     out

@@ -16,21 +16,10 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use xapi_types::wire::query::{query_param, session_cookie};
+
 use crate::hv::rec::{Rec, class};
 use crate::state::{Peer, State};
-
-pub(crate) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
-}
-
-/// The `session_id` among `Cookie` header values.
-pub(crate) fn session_cookie<'a>(cookie_headers: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    cookie_headers
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == "session_id")
-        .map(|(_, v)| v)
-}
 
 /// Checks the caller and finds the console's VNC server: the open connection to it, or the HTTP status and reason
 /// to refuse with.
@@ -155,18 +144,5 @@ where
             let _ = io.write_all(answer.as_bytes()).await;
             let _ = io.shutdown().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::query_param;
-
-    #[test]
-    fn query_parameters() {
-        let q = "uuid=abc&session_id=OpaqueRef:1";
-        assert_eq!(query_param(q, "uuid"), Some("abc"));
-        assert_eq!(query_param(q, "session_id"), Some("OpaqueRef:1"));
-        assert_eq!(query_param(q, "ref"), None);
     }
 }

@@ -3,13 +3,14 @@
 //! Routing is xapi's longest-prefix rule: `POST /jsonrpc` and `/json` are JSON-RPC; `POST` to any other path
 //! (`/`, `/RPC2`, `/xmlrpc`, …) is XML-RPC. Responses carry `Content-Type: text/xml` or `application/json`
 //! exactly (Xen Orchestra compares it with `!==`) and xapi's CORS headers. A body that is not a well-formed call
-//! is answered in the protocol's own failure form (`XMLRPC_UNMARSHAL_FAILURE`), never an HTML page.
+//! is answered in the protocol's own failure form (`XMLRPC_UNMARSHAL_FAILURE`), never an HTML page; one over
+//! [`MAX_BODY`] with `413` (see `docs/reliability.md`, "Bad input and limits").
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State as AxState};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State as AxState};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post, put};
@@ -37,13 +38,10 @@ pub fn app(state: Arc<State>) -> Router {
 
 async fn fallback(AxState(state): AxState<Arc<State>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request) -> Response {
     match *req.method() {
-        Method::POST => {
-            let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-                Ok(b) => b,
-                Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response(),
-            };
-            xml_handler(state, peer, body).await
-        }
+        Method::POST => match read_body(req).await {
+            Ok(body) => xml_handler(state, peer, body).await,
+            Err(refusal) => refusal,
+        },
         Method::OPTIONS => preflight().await,
         Method::GET if req.uri().path() == "/" => {
             (StatusCode::OK, "xapi-rs: the XenAPI is served by POST (XML-RPC on /, JSON-RPC on /jsonrpc)\n")
@@ -57,9 +55,28 @@ async fn fallback(AxState(state): AxState<Arc<State>>, ConnectInfo(peer): Connec
 async fn console_post(
     AxState(state): AxState<Arc<State>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    body: Bytes,
+    req: Request,
 ) -> Response {
-    xml_handler(state, peer, body).await
+    match read_body(req).await {
+        Ok(body) => xml_handler(state, peer, body).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// The whole body of an RPC request. One longer than [`MAX_BODY`] is refused with `413` (as xapi refuses one
+/// over its limit) and a plain-text line: at once when its `Content-Length` says so, before any of it is read;
+/// as soon as the limit is passed when it comes chunked. A body that breaks off is a `400`.
+async fn read_body(req: Request) -> Result<Bytes, Response> {
+    let refuse = |status: StatusCode, why: &str| with_cors((status, format!("{why}\n")).into_response());
+    let too_large = || refuse(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body larger than {MAX_BODY} bytes"));
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    Bytes::from_request(req, &()).await.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        status => refuse(status, &e.body_text()),
+    })
 }
 
 async fn preflight() -> Response {
@@ -207,8 +224,12 @@ async fn xml_handler(state: Arc<State>, peer: Peer, body: Bytes) -> Response {
 async fn json_handler(
     AxState(state): AxState<Arc<State>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    body: Bytes,
+    req: Request,
 ) -> Response {
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     let parsed = jsonrpc::parse_call(&body);
     drop(body);
     match parsed {

@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Response};
 use storage_repo::sr::FileSr;
 use uuid::Uuid;
 use xapi_types::generated::errors as codes;
+use xapi_types::wire::query::param;
+use xapi_types::wire::query::{base64_decode, percent_decode, session_cookie};
 
-use crate::console::{query_param, session_cookie};
 use crate::error::ApiError;
 use crate::hv::rec::{Rec, class};
 use crate::state::{Peer, State};
@@ -33,62 +34,6 @@ use crate::tasks::TaskHandle;
 
 /// The size of the pieces a body is handled in.
 const PIECE: usize = 1 << 20;
-
-/// A query parameter, percent-decoded.
-fn param(query: &str, key: &str) -> Option<String> {
-    query_param(query, key).map(percent_decode)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Standard base64 (with or without padding); `None` if it is not.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        acc = (acc << 6) | val(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
 
 /// A refusal: HTTP status and the XenAPI error as a plain-text line.
 pub(crate) struct Refusal(StatusCode, String);
@@ -302,17 +247,4 @@ fn check_unused(state: &State, t: &Target, operation: &str) -> Result<(), ApiErr
         return Err(ApiError::new(&codes::VDI_IN_USE, [t.vdi.as_str(), operation]));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decoding() {
-        assert_eq!(percent_decode("OpaqueRef%3Aab+c%2"), "OpaqueRef:ab c%2");
-        assert_eq!(base64_decode("cm9vdDpzM2NyZXQ=").unwrap(), b"root:s3cret");
-        assert_eq!(base64_decode("cm9vdDpz").unwrap(), b"root:s");
-        assert!(base64_decode("a*b").is_none());
-    }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod audit;
+mod bad_input;
 mod events;
 mod import_export;
 mod limits;

@@ -91,6 +91,11 @@ impl Daemon {
         self.crashed = true;
     }
 
+    /// Whether the daemon process is still running (it has not exited or crashed).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("the daemon's status").is_none()
+    }
+
     pub fn xml(&self, method: &str, params: &[Value]) -> Result<Value, Vec<String>> {
         xml_call(self.addr, method, params)
     }

@@ -1,10 +1,14 @@
-//! XML-RPC and JSON-RPC as xapi speaks them (see docs/wire-protocol.md).
+//! XML-RPC and JSON-RPC as xapi speaks them (see docs/wire-protocol.md), and the query strings of the plain-HTTP
+//! handlers ([`query`]).
 //!
 //! Requests are parsed into a [`Call`]; results are written through a [`Sink`], so that a large result (10,000
 //! records) is encoded straight from the store into bytes without building a second tree. Both sinks own their
 //! output buffer (`out`), which a streaming writer may drain between records.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jsonrpc;
+pub mod query;
 pub mod xmlrpc;
 
 use crate::value::Value;

@@ -92,8 +92,9 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (`from_str_radix` alone would take a sign: `%+1`).
+            let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -548,6 +549,7 @@ mod tests {
             "/3f6a1c2e-4b5d-4e6f-8a9b-0c1d2e3f4a5b?session=OpaqueRef:1234",
             "/not-a-uuid?session_id=OpaqueRef:1234",
             "/3f6a1c2e-4b5d-4e6f-8a9b-0c1d2e3f4a5b?session_id=%zz",
+            "/3f6a1c2e-4b5d-4e6f-8a9b-0c1d2e3f4a5b?session_id=%+1",
             "//3f6a1c2e-4b5d-4e6f-8a9b-0c1d2e3f4a5b?session_id=OpaqueRef:1234",
         ] {
             assert_eq!(parse_export_name(bad.as_bytes()), None, "{bad:?}");

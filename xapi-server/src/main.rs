@@ -93,6 +93,9 @@ struct Args {
     /// (one call runs per connection at a time, so this bounds a client's concurrent calls too)
     #[arg(long, default_value_t = 2048)]
     connections_per_client: usize,
+    /// `Async.` calls that may run at once; past it, TOO_MANY_PENDING_TASKS
+    #[arg(long, default_value_t = xapi_server::tasks::MAX_RUNNING)]
+    max_pending_tasks: usize,
     /// How many deletions are kept for event clients (an `event.from` token older than the oldest kept gets
     /// EVENTS_LOST instead of a silent gap).
     #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
@@ -211,6 +214,7 @@ async fn daemon() -> anyhow::Result<()> {
             sessions_per_client: args.sessions_per_client,
             sessions_per_user: args.sessions_per_user,
             connections_per_client: args.connections_per_client,
+            max_pending_tasks: args.max_pending_tasks,
         },
         hv: HvConfig {
             libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),

@@ -34,6 +34,8 @@ pub struct Settings {
     /// closes. With HTTP/1.1 one call runs per connection at a time, so this also bounds a client's concurrent
     /// calls.
     pub connections_per_client: usize,
+    /// `Async.` calls running at once; past it, `TOO_MANY_PENDING_TASKS`.
+    pub max_pending_tasks: usize,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             sessions_per_client: 500,
             sessions_per_user: 5000,
             connections_per_client: 2048,
+            max_pending_tasks: crate::tasks::MAX_RUNNING,
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::state::State;
 pub const FINISHED_TASK_TTL: Duration = Duration::from_secs(65 * 60);
 /// Beyond this many finished tasks, the oldest are destroyed (xapi keeps 200).
 pub const MAX_FINISHED_TASKS: usize = 1000;
-/// More `Async.` calls than this running at once get `TOO_MANY_PENDING_TASKS`.
+/// More `Async.` calls than this running at once get `TOO_MANY_PENDING_TASKS` (`--max-pending-tasks`).
 pub const MAX_RUNNING: usize = 100;
 /// A progress report is written at most this often (each write is a disk commit and an event).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -173,7 +173,7 @@ pub fn spawn(
     label: &str,
     work: impl FnOnce(&TaskHandle) -> Result<String, ApiError> + Send + 'static,
 ) -> Result<Ref, ApiError> {
-    if state.tasks.lock().len() >= MAX_RUNNING {
+    if state.tasks.lock().len() >= state.settings.max_pending_tasks {
         return Err(ApiError::new(&codes::TOO_MANY_PENDING_TASKS, std::iter::empty::<String>()));
     }
     let task = create(state, session, label, "")?;

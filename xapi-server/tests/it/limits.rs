@@ -1,5 +1,6 @@
 //! Connection limits: a client address past `--connections-per-client` gets `429` and a closed connection, never
-//! a hang; closing a connection makes room; the unix socket is not counted.
+//! a hang; closing a connection makes room; the unix socket is not counted. `Async.` calls past
+//! `--max-pending-tasks` get `TOO_MANY_PENDING_TASKS` and make no task.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -38,4 +39,33 @@ fn a_client_past_its_connection_limit_gets_429() {
         &[crate::support::s("root"), crate::support::s(crate::support::PASSWORD)],
     );
     assert!(login.is_ok(), "{login:?}");
+}
+
+#[test]
+fn async_calls_past_the_bound_get_too_many_pending_tasks() {
+    use xapi_types::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let api = crate::support::Api::start(tmp.path(), &["--max-pending-tasks", "1", "--libvirt-uri", "none"]);
+    let sr = api.ok("pool.get_default_SR", &[api.ok("pool.get_all", &[]).as_array().unwrap()[0].clone()]);
+    let rec = Value::Struct(vec![
+        ("SR".into(), sr.clone()),
+        ("virtual_size".into(), crate::support::s(&(512u64 << 20).to_string())),
+        ("type".into(), crate::support::s("user")),
+        ("name_label".into(), crate::support::s("big")),
+    ]);
+    let vdi = api.ok("VDI.create", &[rec]);
+    // 256 MiB of data, so that a copy takes a while.
+    let data: Vec<u8> = (0..256u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let target = format!("/import_raw_vdi?session_id={}&vdi={}", api.sess.as_str().unwrap(), vdi.as_str().unwrap());
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    assert_eq!(agent.put(&format!("http://{}{target}", api.d.addr)).send(&data[..]).unwrap().status().as_u16(), 200);
+    let tasks_before = api.ok("task.get_all", &[]).as_array().unwrap().len();
+    let null = crate::support::s("OpaqueRef:NULL");
+    let answers: Vec<_> =
+        (0..4).map(|_| api.call("Async.VDI.copy", &[vdi.clone(), sr.clone(), null.clone(), null.clone()])).collect();
+    let refused = answers.iter().filter(|a| matches!(a, Err(e) if e[0] == "TOO_MANY_PENDING_TASKS")).count();
+    let started = answers.iter().filter(|a| a.is_ok()).count();
+    assert!(started >= 1 && refused >= 1, "{answers:?}");
+    // A refused call made no task.
+    assert_eq!(api.ok("task.get_all", &[]).as_array().unwrap().len(), tasks_before + started);
 }

@@ -3,6 +3,7 @@
 // `&[sess.clone()]` reads better than `std::slice::from_ref(&sess)` in call lists.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
+mod crash;
 mod events;
 mod import_export;
 mod nbd_export;

@@ -1,8 +1,9 @@
 //! Crash durability: clients write through XML-RPC while the daemon is killed with SIGKILL at random moments
-//! (50 times; `XAPI_CRASH_KILLS` raises it, `XAPI_CRASH_SEED` replays a run), restarted on the same data dir, and
-//! checked: every acknowledged write is there with its value, the one write each client had in flight is all or
-//! nothing, `PRAGMA integrity_check` is `ok`, no task is left pending, and event tokens from before the crashes
-//! still answer every change since them. `docs/reliability.md` has the figures.
+//! (50 times, and every fifth time once more during start-up; `XAPI_CRASH_KILLS` raises it, `XAPI_CRASH_SEED`
+//! replays a run), restarted on the same data dir, and checked: every acknowledged write is there with its value,
+//! the one write each client had in flight is all or nothing, `PRAGMA integrity_check` is `ok`, no task is left
+//! pending, and event tokens from before the crashes still answer every change since them.
+//! `docs/reliability.md` has the figures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,6 +30,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        let d = Daemon::spawn(dir);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(d.addr).is_err() {
+            assert!(Instant::now() < deadline, "xapi-server did not start listening on {}", d.addr);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    /// Started, not yet listening (it may be opening the store, failing interrupted tasks, …).
+    fn spawn(dir: &Path) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_xapi-server"))
@@ -41,11 +53,6 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start xapi-server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
         Daemon { addr, child }
     }
 
@@ -624,7 +631,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         })
         .collect();
     let (_, first_token) = events_since(d.addr, &sess, "");
-    let (mut acked_total, mut outcomes) = (0usize, Outcomes::new());
+    let (mut acked_total, mut outcomes, mut startup_kills) = (0usize, Outcomes::new(), 0);
     let mut destroyed_ever: BTreeSet<String> = BTreeSet::new();
 
     for round in 0..kills {
@@ -643,6 +650,15 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
             t.join().expect("a client thread");
         }
         integrity_check(dir.path());
+        if round % 5 == 4 {
+            // Every fifth crash, a second one while the daemon starts up (its own start-up writes: interrupted
+            // tasks and operations, host facts).
+            let mut early = Daemon::spawn(dir.path());
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+            early.kill9();
+            startup_kills += 1;
+            integrity_check(dir.path());
+        }
 
         d = Daemon::start(dir.path());
         let seen = Seen::read(d.addr, &sess);
@@ -681,7 +697,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
 
     let in_flight: usize = outcomes.values().map(|(a, n)| a + n).sum();
     eprintln!(
-        "crash durability: seed {seed}, {kills} SIGKILLs, {acked_total} acknowledged writes checked, \
+        "crash durability: seed {seed}, {kills} SIGKILLs under load and {startup_kills} during start-up, {acked_total} acknowledged writes checked, \
          {in_flight} in flight at a kill ({}), {:.1} s",
         outcomes.iter().map(|(k, (a, n))| format!("{k}: {a} applied, {n} not")).collect::<Vec<_>>().join("; "),
         t0.elapsed().as_secs_f64()

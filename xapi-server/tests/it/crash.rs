@@ -70,25 +70,30 @@ impl Drop for Daemon {
     }
 }
 
-/// The daemon went away before answering: the call was in flight.
+/// The daemon went away before answering: the call was in flight. (What the client saw, for failures elsewhere.)
 #[derive(Debug)]
-struct Gone;
+struct Gone(#[allow(dead_code)] String);
 
 /// One XML-RPC call that does not panic when the daemon dies under it.
 fn try_call(agent: &ureq::Agent, addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, Gone> {
     let body = xmlrpc::write_call(method, params);
     let mut resp =
-        agent.post(&format!("http://{addr}/")).header("Content-Type", "text/xml").send(&body[..]).map_err(|_| Gone)?;
-    let text = resp.body_mut().read_to_string().map_err(|_| Gone)?;
+        agent.post(&format!("http://{addr}/")).header("Content-Type", "text/xml").send(&body[..]).map_err(gone)?;
+    // Answers to old event tokens can be large.
+    let text = resp.body_mut().with_config().limit(1 << 30).read_to_string().map_err(gone)?;
     match xmlrpc::parse_result(text.as_bytes()) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => panic!("{method} failed: {e:?}"),
-        Err(_) => Err(Gone), // a truncated answer
+        Err(e) => Err(Gone(format!("a truncated answer: {e:?}"))),
     }
 }
 
+fn gone(e: ureq::Error) -> Gone {
+    Gone(e.to_string())
+}
+
 fn call(addr: SocketAddr, method: &str, params: &[Value]) -> Value {
-    try_call(&agent(), addr, method, params).unwrap_or_else(|_| panic!("{method}: no answer"))
+    try_call(&agent(), addr, method, params).unwrap_or_else(|e| panic!("{method}: no answer: {e:?}"))
 }
 
 fn agent() -> ureq::Agent {
@@ -334,7 +339,7 @@ impl Client {
                     self.model = op.apply(&self.model, new.as_deref());
                     self.acked.push((op, new));
                 }
-                Err(Gone) => {
+                Err(Gone(_)) => {
                     self.in_flight = Some(op);
                     return;
                 }
@@ -694,6 +699,7 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
     for r in &destroyed_ever {
         assert!(deleted.contains(r.as_str()), "no del event for {r} since the first token");
     }
+    eprintln!("the first token answered {} events ({} deletions)", events.len(), deleted.len());
 
     let in_flight: usize = outcomes.values().map(|(a, n)| a + n).sum();
     eprintln!(

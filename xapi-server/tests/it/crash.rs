@@ -21,6 +21,8 @@ const CLIENTS: usize = 3;
 /// A client keeps at most this many VMs: beyond, it destroys.
 const MAX_VMS: usize = 6;
 const CLASSES: [&str; 4] = ["vm", "vbd", "network", "task"];
+/// Deletions kept for event clients (`--event-tombstones`).
+const TOMBSTONES: usize = 1000;
 
 /// The daemon with no hypervisor, started by this test so that it can kill it by its PID.
 struct Daemon {
@@ -47,6 +49,8 @@ impl Daemon {
             .arg("--data-dir")
             .arg(dir)
             .args(["--http", &addr.to_string(), "--libvirt-uri", "none"])
+            // A small retention, so that the oldest tokens outlive it and `EVENTS_LOST` is tested too.
+            .args(["--event-tombstones", &TOMBSTONES.to_string()])
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -76,14 +80,23 @@ struct Gone(#[allow(dead_code)] String);
 
 /// One XML-RPC call that does not panic when the daemon dies under it.
 fn try_call(agent: &ureq::Agent, addr: SocketAddr, method: &str, params: &[Value]) -> Result<Value, Gone> {
+    Ok(try_call_or_error(agent, addr, method, params)?.unwrap_or_else(|e| panic!("{method} failed: {e:?}")))
+}
+
+/// The answer, success or XenAPI error, or `Gone`.
+fn try_call_or_error(
+    agent: &ureq::Agent,
+    addr: SocketAddr,
+    method: &str,
+    params: &[Value],
+) -> Result<Result<Value, Vec<String>>, Gone> {
     let body = xmlrpc::write_call(method, params);
     let mut resp =
         agent.post(&format!("http://{addr}/")).header("Content-Type", "text/xml").send(&body[..]).map_err(gone)?;
     // Answers to old event tokens can be large.
     let text = resp.body_mut().with_config().limit(1 << 30).read_to_string().map_err(gone)?;
     match xmlrpc::parse_result(text.as_bytes()) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => panic!("{method} failed: {e:?}"),
+        Ok(answer) => Ok(answer),
         Err(e) => Err(Gone(format!("a truncated answer: {e:?}"))),
     }
 }
@@ -524,6 +537,10 @@ type Event = (String, String, String, Option<Value>);
 fn events_since(addr: SocketAddr, sess: &Value, token: &str) -> (Vec<Event>, String) {
     let classes = Value::Array(CLASSES.iter().map(|c| s(c)).collect());
     let batch = call(addr, "event.from", &[sess.clone(), classes, s(token), Value::Float(0.0)]);
+    parse_events(&batch)
+}
+
+fn parse_events(batch: &Value) -> (Vec<Event>, String) {
     let events = batch
         .get("events")
         .unwrap()
@@ -536,6 +553,37 @@ fn events_since(addr: SocketAddr, sess: &Value, token: &str) -> (Vec<Event>, Str
         })
         .collect();
     (events, batch.get("token").unwrap().as_str().unwrap().to_string())
+}
+
+/// Deletions at or before this generation are no longer kept (`--event-tombstones`), as the store says.
+fn pruned_through(dir: &Path) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(dir.join("xapi.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let sql = "SELECT value FROM _meta WHERE key = 'tombstones_pruned_through'";
+    let v: Option<String> = conn.query_row(sql, [], |r| r.get(0)).ok();
+    v.map_or(0, |v| v.parse().unwrap())
+}
+
+/// `event.from` with a token from before a crash: the events since it, or `None` for `EVENTS_LOST` — which is the
+/// answer exactly when deletions after the token have been pruned (the retention, not the crash, decides).
+fn events_since_old(addr: SocketAddr, sess: &Value, dir: &Path, token: &str) -> Option<Vec<Event>> {
+    let generation: i64 = token.split(',').next().unwrap().parse().unwrap();
+    let before = pruned_through(dir);
+    let classes = Value::Array(CLASSES.iter().map(|c| s(c)).collect());
+    let params = [sess.clone(), classes, s(token), Value::Float(0.0)];
+    let answer = try_call_or_error(&agent(), addr, "event.from", &params).expect("event.from answers");
+    let after = pruned_through(dir);
+    match answer {
+        Ok(batch) => {
+            assert!(generation >= before, "token {token} answered, yet deletions after it were pruned ({before})");
+            Some(parse_events(&batch).0)
+        }
+        Err(e) => {
+            assert_eq!(e, ["EVENTS_LOST"], "event.from {token}");
+            assert!(generation < after, "token {token}: EVENTS_LOST, yet every deletion after it is kept ({after})");
+            None
+        }
+    }
 }
 
 /// How the in-flight writes came out, by kind: (applied, not applied).
@@ -635,9 +683,10 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
             }))
         })
         .collect();
-    let (_, first_token) = events_since(d.addr, &sess, "");
     let (mut acked_total, mut outcomes, mut startup_kills) = (0usize, Outcomes::new(), 0);
-    let mut destroyed_ever: BTreeSet<String> = BTreeSet::new();
+    // Each round's token, and the VMs destroyed in that round.
+    let mut tokens: Vec<(String, BTreeSet<String>)> = Vec::new();
+    let (mut answered, mut lost) = (0, 0);
 
     for round in 0..kills {
         let (_, token) = events_since(d.addr, &sess, "");
@@ -669,19 +718,25 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         let seen = Seen::read(d.addr, &sess);
         seen.check_consistent();
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut destroyed = BTreeSet::new();
         for c in &mut clients {
             let c = Arc::get_mut(c).unwrap().get_mut().unwrap();
             acked_total += c.acked.len();
             for (op, _) in &c.acked {
                 if let Op::DestroyVm { vm } = op {
-                    destroyed_ever.insert(vm.clone());
+                    destroyed.insert(vm.clone());
                 }
             }
             touched.extend(reconcile(c, &seen, &mut outcomes));
         }
+        tokens.push((token.clone(), destroyed));
         // The token from before the crash answers every change since it: deletions as `del`, the rest with the
         // record as it is now.
-        let (events, _) = events_since(d.addr, &sess, &token);
+        let Some(events) = events_since_old(d.addr, &sess, dir.path(), &token) else {
+            lost += 1;
+            continue;
+        };
+        answered += 1;
         let by_ref: BTreeMap<&str, &Event> = events.iter().map(|e| (e.2.as_str(), e)).collect();
         for r in &touched {
             let e = by_ref.get(r.as_str()).unwrap_or_else(|| panic!("round {round}: no event for {r} since {token}"));
@@ -693,19 +748,32 @@ fn sigkill_under_load_loses_no_acknowledged_write() {
         }
     }
     integrity_check(dir.path());
-    // The token from before the first crash still answers, with every VM destroyed since.
-    let (events, _) = events_since(d.addr, &sess, &first_token);
-    let deleted: BTreeSet<&str> = events.iter().filter(|e| e.1 == "del").map(|e| e.2.as_str()).collect();
-    for r in &destroyed_ever {
-        assert!(deleted.contains(r.as_str()), "no del event for {r} since the first token");
+    // Every round's token, many crashes later: the oldest are past the retention (EVENTS_LOST), the rest answer
+    // with a `del` for every VM destroyed since.
+    let mut oldest_answered = None;
+    for (i, (token, _)) in tokens.iter().enumerate() {
+        let Some(events) = events_since_old(d.addr, &sess, dir.path(), token) else {
+            assert!(oldest_answered.is_none(), "token {token} lost, yet an older one answered");
+            lost += 1;
+            continue;
+        };
+        answered += 1;
+        if oldest_answered.is_none() {
+            oldest_answered = Some(i);
+            let deleted: BTreeSet<&str> = events.iter().filter(|e| e.1 == "del").map(|e| e.2.as_str()).collect();
+            for r in tokens[i..].iter().flat_map(|(_, d)| d) {
+                assert!(deleted.contains(r.as_str()), "no del event for {r} since {token}");
+            }
+        }
     }
-    eprintln!("the first token answered {} events ({} deletions)", events.len(), deleted.len());
 
     let in_flight: usize = outcomes.values().map(|(a, n)| a + n).sum();
     eprintln!(
-        "crash durability: seed {seed}, {kills} SIGKILLs under load and {startup_kills} during start-up, {acked_total} acknowledged writes checked, \
-         {in_flight} in flight at a kill ({}), {:.1} s",
+        "crash durability: seed {seed}, {kills} SIGKILLs under load and {startup_kills} during start-up, \
+         {acked_total} acknowledged writes checked, {in_flight} in flight at a kill ({}), pre-crash tokens: {answered} answered, {lost} EVENTS_LOST \
+         (the oldest answering is round {}'s), {:.1} s",
         outcomes.iter().map(|(k, (a, n))| format!("{k}: {a} applied, {n} not")).collect::<Vec<_>>().join("; "),
+        oldest_answered.map_or("no".to_string(), |i| i.to_string()),
         t0.elapsed().as_secs_f64()
     );
 }

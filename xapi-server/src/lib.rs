@@ -64,6 +64,7 @@ pub fn open(config: &Config) -> anyhow::Result<Arc<State>> {
     let store = db::Store::open(&db_path(&config.data_dir))?;
     store.set_tombstone_limit(config.settings.tombstone_limit);
     tasks::fail_interrupted(&store)?;
+    hv::ops::end_interrupted(&store)?;
     let fixed = store.rebuild_relations()?;
     if fixed > 0 {
         tracing::info!(objects = fixed, "brought relation sets (VM.VBDs, SR.VDIs, …) in line with their pointers");

@@ -126,6 +126,34 @@ pub fn allowed(vm: Rec<'_>) -> Value {
     Value::Array(ops)
 }
 
+/// At start: operations still in `current_operations` belonged to a daemon that is gone (killed or crashed while
+/// they ran); they are over, and the VM's `allowed_operations` are computed afresh. Without this a VM whose
+/// operation a crash interrupted would refuse everything with `OTHER_OPERATION_IN_PROGRESS`, hypervisor or not.
+pub fn end_interrupted(store: &db::Store) -> Result<usize, DbError> {
+    let vm_c = class("VM");
+    let ci = idx(vm_c, "current_operations");
+    let stale: Vec<Ref> = store
+        .filter(vm_c, |row| !row.fields[ci].as_struct().unwrap_or_default().is_empty())
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    store.transaction(|tx| {
+        for r in &stale {
+            tx.update(vm_c, r, |f| {
+                set(vm_c, f, "current_operations", Value::Struct(vec![]));
+                let a = allowed(Rec::new(vm_c, f));
+                set(vm_c, f, "allowed_operations", a);
+            })?;
+        }
+        Ok::<_, DbError>(())
+    })?;
+    tracing::warn!(count = stale.len(), "ended VM operations interrupted by the last stop");
+    Ok(stale.len())
+}
+
 /// An operation in progress on a VM; when dropped it leaves `current_operations` and the VM is brought in line with
 /// libvirt (an event that arrived meanwhile is not lost).
 pub struct Running<'a> {
@@ -355,4 +383,26 @@ pub fn pause(state: &Arc<State>, vm_ref: &str, pause: bool, task: Option<&str>) 
     let status = agent.status(&running.uuid).map_err(agent_error)?;
     power::apply(state, vm_ref, status.as_ref())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_interrupted_by_a_stop_end_at_start() {
+        let store = db::Store::open_in_memory().unwrap();
+        let vm_c = class("VM");
+        let (vm, mut f) = (db::new_ref(), db::default_row(vm_c));
+        set(vm_c, &mut f, "uuid", db::new_uuid());
+        set(vm_c, &mut f, "power_state", "Halted");
+        set(vm_c, &mut f, "current_operations", Value::Struct(vec![(db::new_ref(), Value::str("destroy"))]));
+        store.transaction(|tx| tx.insert(vm_c, &vm, f)).unwrap();
+        assert_eq!(end_interrupted(&store).unwrap(), 1);
+        let row = store.get(vm_c, &vm).unwrap();
+        let rec = Rec::new(vm_c, &row.fields);
+        assert_eq!(rec.get("current_operations"), &Value::Struct(vec![]));
+        assert!(rec.get("allowed_operations").as_array().unwrap().contains(&Value::str("destroy")));
+        assert_eq!(end_interrupted(&store).unwrap(), 0);
+    }
 }

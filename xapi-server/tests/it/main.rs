@@ -5,6 +5,7 @@
 
 mod audit;
 mod bad_input;
+mod crash;
 mod events;
 mod import_export;
 mod limits;

@@ -96,6 +96,9 @@ struct Args {
     /// `Async.` calls that may run at once; past it, TOO_MANY_PENDING_TASKS
     #[arg(long, default_value_t = xapi_server::tasks::MAX_RUNNING)]
     max_pending_tasks: usize,
+    /// Requests handled at once, all clients together (a waiting event.from counts); past it, 429
+    #[arg(long, default_value_t = 4096)]
+    max_concurrent_requests: usize,
     /// How many deletions are kept for event clients (an `event.from` token older than the oldest kept gets
     /// EVENTS_LOST instead of a silent gap).
     #[arg(long, default_value_t = xapi_server::db::DEFAULT_TOMBSTONE_LIMIT)]
@@ -215,6 +218,7 @@ async fn daemon() -> anyhow::Result<()> {
             sessions_per_user: args.sessions_per_user,
             connections_per_client: args.connections_per_client,
             max_pending_tasks: args.max_pending_tasks,
+            max_concurrent_requests: args.max_concurrent_requests,
         },
         hv: HvConfig {
             libvirt_uri: (args.libvirt_uri != "none").then(|| args.libvirt_uri.clone()),

@@ -33,7 +33,39 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/console", on(MethodFilter::CONNECT, crate::console::handler).post(console_post))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), in_flight))
         .with_state(state)
+}
+
+/// Requests being handled, counted while their handler runs (an `event.from` waiting counts).
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::atomic::AtomicUsize);
+
+struct Counted<'a>(&'a InFlight);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Past `--max-concurrent-requests` requests being handled at once, `429 Too Many Requests` (`TOO_MANY_REQUESTS
+/// …`, plain text), at once; the connection stays usable.
+async fn in_flight(AxState(state): AxState<Arc<State>>, req: Request, next: axum::middleware::Next) -> Response {
+    let n = state.in_flight.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let _counted = Counted(&state.in_flight);
+    let limit = state.settings.max_concurrent_requests;
+    if n > limit {
+        tracing::info!(in_flight = n, limit, "request refused: too many at once");
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("TOO_MANY_REQUESTS the daemon is handling {limit} requests already (--max-concurrent-requests)\n"),
+        )
+            .into_response();
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return r;
+    }
+    next.run(req).await
 }
 
 async fn fallback(AxState(state): AxState<Arc<State>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request) -> Response {

@@ -36,6 +36,8 @@ pub struct Settings {
     pub connections_per_client: usize,
     /// `Async.` calls running at once; past it, `TOO_MANY_PENDING_TASKS`.
     pub max_pending_tasks: usize,
+    /// Requests handled at once (all clients); past it, `429`.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             sessions_per_user: 5000,
             connections_per_client: 2048,
             max_pending_tasks: crate::tasks::MAX_RUNNING,
+            max_concurrent_requests: 4096,
         }
     }
 }
@@ -130,6 +133,8 @@ pub struct State {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Where state-changing calls are recorded (`DATA_DIR/audit.log`).
     pub audit: crate::audit::Audit,
+    /// Requests being handled now (`Settings::max_concurrent_requests`).
+    pub in_flight: crate::rpc::InFlight,
 }
 
 impl State {
@@ -165,6 +170,7 @@ impl State {
             storage,
             stopping: tokio::sync::watch::Sender::new(false),
             audit: crate::audit::Audit::none(),
+            in_flight: crate::rpc::InFlight::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Connection limits: a client address past `--connections-per-client` gets `429` and a closed connection, never
 //! a hang; closing a connection makes room; the unix socket is not counted. `Async.` calls past
-//! `--max-pending-tasks` get `TOO_MANY_PENDING_TASKS` and make no task.
+//! `--max-pending-tasks` get `TOO_MANY_PENDING_TASKS` and make no task; requests past
+//! `--max-concurrent-requests` get `429`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -68,4 +69,41 @@ fn async_calls_past_the_bound_get_too_many_pending_tasks() {
     assert!(started >= 1 && refused >= 1, "{answers:?}");
     // A refused call made no task.
     assert_eq!(api.ok("task.get_all", &[]).as_array().unwrap().len(), tasks_before + started);
+}
+
+#[test]
+fn requests_past_the_concurrency_bound_get_429() {
+    use xapi_types::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let api = crate::support::Api::start(tmp.path(), &["--max-concurrent-requests", "2", "--libvirt-uri", "none"]);
+    let token = api
+        .ok("event.from", &[Value::Array(vec![crate::support::s("pool")]), crate::support::s(""), Value::Float(0.0)]);
+    let token = token.get("token").cloned().unwrap();
+    // Two calls waiting in event.from hold both places.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, sess, token) = (api.d.addr, api.sess.clone(), token.clone());
+            std::thread::spawn(move || {
+                xml_call(
+                    addr,
+                    "event.from",
+                    &[sess, Value::Array(vec![crate::support::s("pool")]), token, Value::Float(3.0)],
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut c = TcpStream::connect(api.d.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = "<?xml version=\"1.0\"?><methodCall><methodName>pool.get_all</methodName><params></params></methodCall>";
+    write!(c, "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert!(answer.contains("TOO_MANY_REQUESTS"), "{answer}");
+    for w in waiters {
+        assert!(w.join().unwrap().is_ok());
+    }
+    assert!(api.call("pool.get_all", &[]).is_ok(), "room again once they answered");
 }

@@ -22,8 +22,16 @@ fn a_client_past_its_connection_limit_gets_429() {
     };
     // Serving (the listener is bound before the daemon has started).
     assert!(login().is_ok());
+    // The login's connection counts until the daemon has seen it close.
+    std::thread::sleep(Duration::from_millis(700));
     let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(d.addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
+    for mut h in &held {
+        // Accepted and waiting for a request: nothing to read (a refused one would read a 429).
+        h.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut b = [0u8; 16];
+        assert!(h.read(&mut b).is_err(), "a held connection was answered");
+    }
     let mut extra = TcpStream::connect(d.addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = extra.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");

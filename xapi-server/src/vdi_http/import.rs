@@ -53,6 +53,8 @@ use crate::storage::sync;
 const ZERO_RUN: usize = 4 << 10;
 /// The receiver's error when the writer has stopped (the writer's own error is the one to report).
 const WRITER_GONE: &str = "the writer stopped";
+/// After this long without a byte of the body, the progress and a cancel are looked at anyway.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 /// How much of a refused upload is still read (and dropped) before the answer, bytes.
 const DRAIN_LIMIT: usize = 64 << 20;
 /// How long a refused upload's body is still read.
@@ -527,7 +529,25 @@ async fn pump(
 ) -> Result<(), ApiError> {
     let mut body = req.into_body().into_data_stream();
     let mut total = 0u64;
-    while let Some(frame) = body.next().await {
+    let report = |total: u64| -> Result<(), ApiError> {
+        if let Some(t) = task {
+            t.check_cancelled()?;
+            if let Some(l) = length.filter(|l| *l > 0) {
+                t.progress(0.99 * total as f64 / l as f64);
+            }
+        }
+        Ok(())
+    };
+    loop {
+        // A client that pauses still sees the latest progress, and a cancel is noticed without waiting for bytes.
+        let next = match tokio::time::timeout(QUIET, body.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                report(total)?;
+                continue;
+            }
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| {
             ApiError::new(&codes::VDI_IO_ERROR, [format!("the upload stopped after {total} bytes: {e}")])
         })?;
@@ -535,12 +555,7 @@ async fn pump(
         if !frame.is_empty() && tx.send(Piece::Data(frame)).await.is_err() {
             return Err(writer_gone(&mut body).await);
         }
-        if let Some(t) = task {
-            t.check_cancelled()?;
-            if let Some(l) = length.filter(|l| *l > 0) {
-                t.progress(0.99 * total as f64 / l as f64);
-            }
-        }
+        report(total)?;
     }
     if tx.send(Piece::End).await.is_err() {
         return Err(writer_gone(&mut body).await);

@@ -538,3 +538,36 @@ fn hostile_vmdks_fail_their_task_and_change_nothing() {
         assert!(api.export(&v, "raw") == before, "{what} changed the VDI");
     }
 }
+
+#[test]
+fn a_paused_upload_shows_its_progress_and_can_be_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api = Api::start(tmp.path(), &[]);
+    let sr = api.local_sr();
+    let v = api.new_vdi(&sr, "v", SIZE);
+    let task = api.ok("task.create", &[s("upload"), s("")]);
+    let target = format!(
+        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
+        api.session(),
+        v.as_str().unwrap(),
+        task.as_str().unwrap()
+    );
+    let mut c = TcpStream::connect(api.d.addr).unwrap();
+    write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n").unwrap();
+    // Half the body in small bursts, then the client stops sending.
+    for _ in 0..32 {
+        c.write_all(&vec![3u8; (SIZE / 64) as usize]).unwrap();
+    }
+    wait_for(
+        "the progress of the bytes sent",
+        || matches!(api.ok("task.get_progress", &[task.clone()]), Value::Float(f) if f > 0.45),
+    );
+    // Cancelled while nothing arrives: noticed without more bytes, and answered.
+    api.ok("task.cancel", &[task.clone()]);
+    wait_for("the task to end", || api.str_of("task.get_status", &task) != "cancelling");
+    assert_eq!(api.str_of("task.get_status", &task), "cancelled");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.contains("TASK_CANCELLED"), "{answer}");
+}

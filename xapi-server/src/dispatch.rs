@@ -113,7 +113,7 @@ pub struct Prepared {
 }
 
 /// Runs every check of the module header on `call`.
-pub fn prepare(state: &State, method: &str, params: Vec<Value>) -> Result<Prepared, ApiError> {
+pub fn prepare(state: &State, peer: &Peer, method: &str, params: Vec<Value>) -> Result<Prepared, ApiError> {
     let (class, msg) = resolve(method)?;
     if is_removed(msg) {
         return Err(ApiError::new(&codes::MESSAGE_REMOVED, std::iter::empty::<String>()));
@@ -137,7 +137,14 @@ pub fn prepare(state: &State, method: &str, params: Vec<Value>) -> Result<Prepar
         let bits = crate::rbac::session_bits(&state.store, &session);
         // The arguments after the session: a map write's key is the second.
         let key = crate::rbac::map_key(msg).and_then(|i| params.as_slice().get(i - 1));
-        crate::rbac::check_call(bits, class, msg, key)?;
+        if let Err(e) = crate::rbac::check_call(bits, class, msg, key) {
+            // A refusal is audited too (the arguments are not checked yet: the object is named if it is one).
+            if !is_read_only(class, msg) {
+                crate::audit::Pending::begin(state, peer, Some(&session), class, msg, params.as_slice())
+                    .finish(state, Err(&e));
+            }
+            return Err(e);
+        }
         Some(session)
     } else {
         None
@@ -192,7 +199,7 @@ pub async fn call(state: Arc<State>, peer: Peer, call: Call) -> Result<Reply, Ap
     }
     match method.as_str() {
         "event.from" => {
-            let p = prepare(&state, &method, call.params)?;
+            let p = prepare(&state, &peer, &method, call.params)?;
             let (session, args) = (p.session.expect("event.from takes a session"), p.args);
             let classes = args[0].as_array().unwrap_or_default();
             let token = args[1].as_str().unwrap_or_default();
@@ -203,13 +210,13 @@ pub async fn call(state: Arc<State>, peer: Peer, call: Call) -> Result<Reply, Ap
             return Ok(Reply::Events(events::from(&state, &session, classes, token, timeout).await?));
         }
         "event.next" => {
-            let p = prepare(&state, &method, call.params)?;
+            let p = prepare(&state, &peer, &method, call.params)?;
             let session = p.session.expect("event.next takes a session");
             return Ok(Reply::LegacyEvents(state.registrations.next(&state, &session).await?));
         }
         _ => {}
     }
-    let p = prepare(&state, &method, call.params)?;
+    let p = prepare(&state, &peer, &method, call.params)?;
     if is_read_only(p.class, p.msg) {
         return execute(&state, &peer, &method, p, None);
     }
@@ -225,7 +232,7 @@ fn start_async(state: &Arc<State>, peer: Peer, inner: &str, params: Vec<Value>) 
     if !has_async(class, msg) {
         return Err(ApiError::method_unknown(&full));
     }
-    let p = prepare(state, inner, params)?;
+    let p = prepare(state, &peer, inner, params)?;
     let session = p.session.clone().expect("async messages take a session");
     let st = state.clone();
     let method = inner.to_string();

@@ -119,7 +119,12 @@ pub async fn import(
     };
     let prepared = prepared.and_then(|(t, create)| match t.who.may(&state, "put_import_raw_vdi", "VDI", "create") {
         Ok(()) => Ok((t, create)),
-        Err(e) => Err(Box::new(super::conclude(t.task, Err(e)))),
+        Err(e) => {
+            let (who, uuid) = (&t.who, t.uuid.to_string());
+            let (session, user) = (who.session.as_deref(), who.user.as_deref());
+            crate::audit::http(&state, &peer, session, user, "PUT /import_raw_vdi", &uuid, Err(&e));
+            Err(Box::new(super::conclude(t.task, Err(e))))
+        }
     });
     let (mut t, create) = match prepared {
         Ok(p) => p,

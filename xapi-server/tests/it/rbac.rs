@@ -171,6 +171,13 @@ fn map_keys_xapi_decides_per_key() {
     call(&operator, "pool.add_to_other_config", &[pool.clone(), s("XenCenter.CustomFields.owner"), s("me")]).unwrap();
     let e = call(&operator, "pool.add_to_other_config", &[pool.clone(), s("other"), s("x")]).unwrap_err();
     assert_eq!((e[0].as_str(), e[1].as_str()), ("RBAC_PERMISSION_DENIED", "pool.add_to_other_config"));
+    // The refusal is in the audit log, with who it was.
+    let log = std::fs::read_to_string(tmp.path().join("audit.log")).unwrap();
+    let refused = log.lines().rev().find(|l| l.contains("pool.add_to_other_config")).unwrap();
+    assert!(
+        refused.contains("\"user\":\"user-vm-operator\"") && refused.contains("RBAC_PERMISSION_DENIED"),
+        "{refused}"
+    );
     // A VM's pci key is pool-admin's alone, although a vm-admin writes the rest of the map.
     call(&admin, "VM.add_to_other_config", &[vm.clone(), s("note"), s("x")]).unwrap();
     let e = call(&admin, "VM.add_to_other_config", &[vm.clone(), s("pci"), s("0/0000:00:02.0")]).unwrap_err();

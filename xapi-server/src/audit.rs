@@ -102,24 +102,13 @@ impl Pending {
         msg: &Message,
         args: &[Value],
     ) -> Pending {
-        let (mut user, session_uuid, originator) = caller(state, session);
-        if session.is_none()
-            && msg.name.starts_with("login")
-            && let Some(Value::Str(u)) = args.first()
-        {
-            user = u.clone();
-        }
+        let login_user = match args.first() {
+            Some(Value::Str(u)) if session.is_none() && msg.name.starts_with("login") => Some(u.as_str()),
+            _ => None,
+        };
         let (object_class, object) = object(state, msg, args);
-        let line = json!({
-            "time": now_datetime(),
-            "user": user,
-            "session": session_uuid,
-            "originator": originator,
-            "peer": peer.to_string(),
-            "call": format!("{}.{}", class.name, msg.name),
-            "class": object_class,
-            "object": object,
-        });
+        let call = format!("{}.{}", class.name, msg.name);
+        let line = line(state, peer, session, login_user, &call, &object_class, &object);
         Pending { line, started: Instant::now() }
     }
 
@@ -128,6 +117,30 @@ impl Pending {
         result(&mut self.line, outcome);
         state.audit.write(&self.line);
     }
+}
+
+/// An audit line without its outcome: the caller (its session's user, or `user` when given), where it calls
+/// from, the call and its object.
+fn line(
+    state: &State,
+    peer: &Peer,
+    session: Option<&str>,
+    user: Option<&str>,
+    call: &str,
+    class: &str,
+    object: &str,
+) -> serde_json::Value {
+    let (session_user, session_uuid, originator) = caller(state, session);
+    json!({
+        "time": now_datetime(),
+        "user": user.map_or(session_user, str::to_string),
+        "session": session_uuid,
+        "originator": originator,
+        "peer": peer.to_string(),
+        "call": call,
+        "class": class,
+        "object": object,
+    })
 }
 
 fn result(line: &mut serde_json::Value, outcome: Result<(), &ApiError>) {
@@ -151,20 +164,7 @@ pub fn http(
     object: &str,
     outcome: Result<(), &ApiError>,
 ) {
-    let (mut name, session_uuid, originator) = caller(state, session);
-    if let Some(u) = user {
-        name = u.to_string();
-    }
-    let mut line = json!({
-        "time": now_datetime(),
-        "user": name,
-        "session": session_uuid,
-        "originator": originator,
-        "peer": peer.to_string(),
-        "call": what,
-        "class": "VDI",
-        "object": object,
-    });
+    let mut line = line(state, peer, session, user, what, "VDI", object);
     result(&mut line, outcome);
     state.audit.write(&line);
 }

@@ -167,10 +167,15 @@ pub fn permission(class: &Class, msg: &Message) -> String {
 }
 
 /// `RBAC_PERMISSION_DENIED [permission, reason]` unless `bits` hold a role that may call `class.msg`.
+/// Whether `bits` may call `msg`: one of its roles is the message's, or they are the local superuser's.
+fn allows(bits: u8, msg: &Message) -> bool {
+    bits == ALL || msg.roles.0 & bits != 0
+}
+
 /// The local superuser may call everything, including the messages whose role list is empty (xapi's
 /// `_R_LOCAL_ROOT_ONLY`, e.g. `session.change_password`).
 pub fn check(bits: u8, class: &Class, msg: &Message) -> Result<(), ApiError> {
-    if bits == ALL || msg.roles.0 & bits != 0 {
+    if allows(bits, msg) {
         return Ok(());
     }
     let permission = permission(class, msg);
@@ -190,7 +195,7 @@ pub fn check(bits: u8, class: &Class, msg: &Message) -> Result<(), ApiError> {
 pub fn check_http(bits: u8, action: &str, class: &str, message: &str) -> Result<(), ApiError> {
     let c = model::class(class).expect("a datamodel class");
     let m = c.messages.iter().find(|m| m.name == message).expect("a datamodel message");
-    if bits == ALL || m.roles.0 & bits != 0 {
+    if allows(bits, m) {
         return Ok(());
     }
     Err(ApiError::new(
@@ -204,7 +209,7 @@ pub fn permissions(bits: u8) -> Vec<Value> {
     let mut out = Vec::new();
     for c in model::classes() {
         for m in c.messages {
-            if m.lifecycle != Lifecycle::Removed && (bits == ALL || m.roles.0 & bits != 0) {
+            if m.lifecycle != Lifecycle::Removed && allows(bits, m) {
                 out.push(Value::Str(permission(c, m)));
             }
         }

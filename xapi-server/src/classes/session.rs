@@ -91,18 +91,26 @@ pub fn login_with_password(
             ended = evicted.len(),
             "session limit: this client's least recently used sessions ended"
         );
-        for old in &evicted {
-            ctx.state.session_ended(old);
-        }
-        ctx.state.store.transaction(|tx| {
-            evicted.iter().try_for_each(|old| match tx.delete(class, old) {
-                Err(db::DbError::HandleInvalid { .. }) => Ok(()),
-                other => other,
-            })
-        })?;
+        end(ctx.state, &evicted)?;
     }
     tracing::info!(user, originator, peer = ?ctx.peer, "login");
     Ok(Reply::Value(Value::Str(r.to_string())))
+}
+
+/// Ends `sessions` at once: forgotten by the waiting calls and the activity table, and their records deleted
+/// (one already gone is no error).
+pub fn end<S: AsRef<str>>(state: &crate::state::State, sessions: &[S]) -> Result<(), ApiError> {
+    let class = model::class("session").expect("session class");
+    for s in sessions {
+        state.session_ended(s.as_ref());
+    }
+    state.store.transaction(|tx| {
+        sessions.iter().try_for_each(|s| match tx.delete(class, s.as_ref()) {
+            Err(db::DbError::HandleInvalid { .. }) => Ok(()),
+            other => other,
+        })
+    })?;
+    Ok(())
 }
 
 pub fn logout(ctx: &Ctx<'_>, class: &'static Class, _: &'static Message, _: Vec<Value>) -> Result<Reply, ApiError> {

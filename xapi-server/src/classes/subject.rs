@@ -82,11 +82,7 @@ fn end_sessions(ctx: &Ctx<'_>, s: &str) -> Result<(), ApiError> {
         .into_iter()
         .map(|(r, _)| r.to_string())
         .collect();
-    for r in &theirs {
-        ctx.state.session_ended(r);
-    }
-    ctx.state.store.transaction(|tx| theirs.iter().try_for_each(|r| tx.delete(sc, r)))?;
-    Ok(())
+    super::session::end(ctx.state, &theirs)
 }
 
 fn change_roles(ctx: &Ctx<'_>, c: &'static Class, args: &[Value], add: bool) -> Result<Reply, ApiError> {

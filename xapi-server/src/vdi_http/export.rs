@@ -146,35 +146,38 @@ fn build_delta(
     base_path: &std::path::Path,
     base: Uuid,
 ) -> Result<(Source, u64), ApiError> {
-    let tmp = vdi_path.with_extension(format!("vhd.export-{}", Uuid::new_v4().simple()));
-    let result = (|| -> Result<(Source, u64), ApiError> {
+    built(vdi_path, |tmp| {
         let base_chain = Chain::open(base_path, false)?;
-        vhd::create_delta(&tmp, uuid, chain.size(), base, &format!("{base}.vhd"))?;
-        {
-            let dst = Chain::open_alone(&tmp, true)?;
-            vhd::write_delta(chain, &base_chain, &dst)?;
-        }
-        let file = File::open(&tmp).map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?;
-        let len = file.metadata().map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?.len();
-        Ok((Source::File(file), len))
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+        vhd::create_delta(tmp, uuid, chain.size(), base, &format!("{base}.vhd"))?;
+        let dst = Chain::open_alone(tmp, true)?;
+        vhd::write_delta(chain, &base_chain, &dst)?;
+        Ok(())
+    })
 }
 
 /// A dynamic VHD of the chain's content in a temporary file next to the VDI's, unlinked once open.
 fn build_vhd(vdi_path: &std::path::Path, chain: &Chain, uuid: Uuid) -> Result<(Source, u64), ApiError> {
+    built(vdi_path, |tmp| {
+        vhd::create_dynamic(tmp, uuid, chain.size())?;
+        let dst = Chain::open_scratch(tmp)?;
+        vhd::copy_into(chain, &dst)?;
+        Ok(())
+    })
+}
+
+/// A file `build` writes next to the VDI's, opened and unlinked at once (nothing is left behind, whatever
+/// happens), with its length.
+fn built(
+    vdi_path: &std::path::Path,
+    build: impl FnOnce(&std::path::Path) -> Result<(), ApiError>,
+) -> Result<(Source, u64), ApiError> {
     let tmp = vdi_path.with_extension(format!("vhd.export-{}", Uuid::new_v4().simple()));
-    let result = (|| -> Result<(Source, u64), ApiError> {
-        vhd::create_dynamic(&tmp, uuid, chain.size())?;
-        {
-            let dst = Chain::open_scratch(&tmp)?;
-            vhd::copy_into(chain, &dst)?;
-        }
-        let file = File::open(&tmp).map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?;
-        let len = file.metadata().map_err(|e| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]))?.len();
+    let io = |e: std::io::Error| ApiError::new(&codes::VDI_IO_ERROR, [e.to_string()]);
+    let result = build(&tmp).and_then(|()| {
+        let file = File::open(&tmp).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
         Ok((Source::File(file), len))
-    })();
+    });
     let _ = std::fs::remove_file(&tmp);
     result
 }

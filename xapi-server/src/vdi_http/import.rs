@@ -350,36 +350,31 @@ impl Writer {
         if self.t.format == Format::Vhd {
             self.content = info.uuid;
         }
-        match info.parent {
-            Some(parent) => {
-                let holds = content_of(&self.state, &self.t);
-                if holds != Some(parent) {
-                    let holds = holds.map_or(
-                        "no known disk's content (it was not made by a VHD import, or has \
-                                              changed since)"
-                            .to_string(),
-                        |u| format!("disk {u}'s content"),
-                    );
-                    return Err(ApiError::new(
-                        &codes::IMPORT_ERROR,
-                        [format!(
-                            "the uploaded VHD is a delta onto disk {parent}, but VDI {} holds {holds}: import the \
-                             base first (a VHD export of it), or upload a dynamic or fixed VHD",
-                            self.t.vdi
-                        )],
-                    ));
-                }
-                vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
-                let chain = Chain::open_scratch(&new)?;
-                vhd::copy_into(&Chain::open(&current, false)?, &chain)?;
-                self.chain = Some(chain);
-                self.delta = true;
-            }
-            None => {
-                vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
-                self.chain = Some(Chain::open_scratch(&new)?);
+        if let Some(parent) = info.parent {
+            let holds = content_of(&self.state, &self.t);
+            if holds != Some(parent) {
+                let holds = holds.map_or_else(
+                    || "no known disk's content (it was not made by a VHD import, or has changed since)".to_string(),
+                    |u| format!("disk {u}'s content"),
+                );
+                return Err(ApiError::new(
+                    &codes::IMPORT_ERROR,
+                    [format!(
+                        "the uploaded VHD is a delta onto disk {parent}, but VDI {} holds {holds}: import the base \
+                         first (a VHD export of it), or upload a dynamic or fixed VHD",
+                        self.t.vdi
+                    )],
+                ));
             }
         }
+        vhd::create_dynamic(&new, info.uuid.unwrap_or_else(Uuid::new_v4), self.size)?;
+        let chain = Chain::open_scratch(&new)?;
+        // A delta goes onto a copy of what the VDI holds.
+        if info.parent.is_some() {
+            vhd::copy_into(&Chain::open(&current, false)?, &chain)?;
+            self.delta = true;
+        }
+        self.chain = Some(chain);
         Ok(())
     }
 

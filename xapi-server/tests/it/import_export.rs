@@ -74,10 +74,18 @@ impl Api {
         self.sess.as_str().unwrap()
     }
 
-    fn import(&self, vdi: &Value, format: &str, data: &[u8]) -> (u16, String) {
-        let target =
+    /// `/import_raw_vdi` into `vdi` in `format`, through `task` if given.
+    fn import_target(&self, vdi: &Value, format: &str, task: Option<&Value>) -> String {
+        let mut t =
             format!("/import_raw_vdi?session_id={}&vdi={}&format={format}", self.session(), vdi.as_str().unwrap());
-        put(self.d.addr, &target, data)
+        if let Some(task) = task {
+            t.push_str(&format!("&task_id={}", task.as_str().unwrap()));
+        }
+        t
+    }
+
+    fn import(&self, vdi: &Value, format: &str, data: &[u8]) -> (u16, String) {
+        put(self.d.addr, &self.import_target(vdi, format, None), data)
     }
 
     fn export(&self, vdi: &Value, format: &str) -> Vec<u8> {
@@ -158,7 +166,7 @@ fn raw_and_vhd_uploads_and_exports() {
     storage_repo::formats::vhd::check(&vhd_path).expect("the exported VHD passes vhd-util's checks");
     assert!(vhd.len() < 10 * MIB as usize, "the exported VHD is sparse ({} bytes)", vhd.len());
     let c = api.new_vdi(&sr, "c", SIZE);
-    let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=vhd", api.session(), c.as_str().unwrap());
+    let target = api.import_target(&c, "vhd", None);
     assert_eq!(put_chunked(api.d.addr, &target, &vhd).0, 200);
     assert!(api.export(&c, "raw") == source, "raw → vhd → raw differs");
 
@@ -246,7 +254,7 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
     unchanged("a too long upload");
 
     // Truncated: the client promises 8 MiB, sends 3 and goes.
-    let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=raw", api.session(), v.as_str().unwrap());
+    let target = api.import_target(&v, "raw", None);
     {
         let mut c = TcpStream::connect(api.d.addr).unwrap();
         write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 8 * MIB).unwrap();
@@ -270,12 +278,7 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
 
     // Cancelled through its task, half-way.
     let task = api.ok("task.create", &[s("upload"), s("")]);
-    let target = format!(
-        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
-        api.session(),
-        v.as_str().unwrap(),
-        task.as_str().unwrap()
-    );
+    let target = api.import_target(&v, "raw", Some(&task));
     let mut c = TcpStream::connect(api.d.addr).unwrap();
     write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n").unwrap();
     c.write_all(&vec![9u8; 4 * MIB as usize]).unwrap();
@@ -298,12 +301,7 @@ fn failed_uploads_leave_the_vdi_as_it_was() {
 
     // Through a task to the end: progress 1, success.
     let task = api.ok("task.create", &[s("upload"), s("")]);
-    let target = format!(
-        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
-        api.session(),
-        v.as_str().unwrap(),
-        task.as_str().unwrap()
-    );
+    let target = api.import_target(&v, "raw", Some(&task));
     let after: Vec<u8> = before.iter().map(|b| b.wrapping_add(1)).collect();
     assert_eq!(put(api.d.addr, &target, &after).0, 200);
     assert_eq!(api.str_of("task.get_status", &task), "success");
@@ -356,7 +354,7 @@ fn vmdk_uploads_are_converted_to_vhd() {
         qemu_img(&["convert", "-f", "raw", "-O", "vmdk", "-o", &format!("subformat={sub}")], &[&source_path, &vmdk]);
         let bytes = std::fs::read(&vmdk).unwrap();
         let vdi = api.new_vdi(&sr, sub, SIZE);
-        let target = format!("/import_raw_vdi?session_id={}&vdi={}&format=vmdk", api.session(), vdi.as_str().unwrap());
+        let target = api.import_target(&vdi, "vmdk", None);
         let reply = if chunked { put_chunked(api.d.addr, &target, &bytes) } else { put(api.d.addr, &target, &bytes) };
         assert_eq!(reply, (200, String::new()), "{sub}");
         assert!(api.export(&vdi, "raw") == source, "{sub}: the VDI differs from the VMDK's content");
@@ -523,12 +521,7 @@ fn hostile_vmdks_fail_their_task_and_change_nothing() {
         ("a disk larger than the VDI", &big, "VDI_TOO_SMALL"),
     ] {
         let task = api.ok("task.create", &[s("upload"), s("")]);
-        let target = format!(
-            "/import_raw_vdi?session_id={}&vdi={}&format=vmdk&task_id={}",
-            api.session(),
-            v.as_str().unwrap(),
-            task.as_str().unwrap()
-        );
+        let target = api.import_target(&v, "vmdk", Some(&task));
         let (status, answer) = put(api.d.addr, &target, body);
         assert!(status == 400 && answer.starts_with(code), "{what}: {status} {answer}");
         assert_eq!(api.str_of("task.get_status", &task), "failure", "{what}");
@@ -546,12 +539,7 @@ fn a_paused_upload_shows_its_progress_and_can_be_cancelled() {
     let sr = api.local_sr();
     let v = api.new_vdi(&sr, "v", SIZE);
     let task = api.ok("task.create", &[s("upload"), s("")]);
-    let target = format!(
-        "/import_raw_vdi?session_id={}&vdi={}&format=raw&task_id={}",
-        api.session(),
-        v.as_str().unwrap(),
-        task.as_str().unwrap()
-    );
+    let target = api.import_target(&v, "raw", Some(&task));
     let mut c = TcpStream::connect(api.d.addr).unwrap();
     write!(c, "PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n").unwrap();
     // Half the body in small bursts, then the client stops sending.

@@ -216,14 +216,23 @@ pub(crate) fn exercise(xe: &Xe, new_name: &str) {
 /// Starts the daemon (without a hypervisor) in `dir`, listening on a free loopback port and on `dir/xapi`; an
 /// `xe` that talks to it over TCP with the root password.
 fn start_daemon(dir: &Path) -> (Daemon, Xe) {
+    start_daemon_on(dir, false)
+}
+
+/// The daemon on a free loopback port (plain HTTP, or with `https` HTTPS only) and its unix socket, once both
+/// listen.
+fn start_daemon_on(dir: &Path, https: bool) -> (Daemon, Xe) {
     let socket = dir.join("xapi");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr_arg = addr.to_string();
+    let listen = if https { vec!["--http", "none", "--https", &addr_arg] } else { vec!["--http", &addr_arg] };
     let daemon = Daemon(
         Command::new(xapi_server_binary())
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--http", &addr.to_string(), "--libvirt-uri", "none"])
+            .args(listen)
+            .args(["--libvirt-uri", "none"])
             .arg("--socket")
             .arg(&socket)
             .env("XAPI_ROOT_PASSWORD", PASSWORD)
@@ -238,7 +247,7 @@ fn start_daemon(dir: &Path) -> (Daemon, Xe) {
         assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (daemon, Xe { socket, port, tcp: true, https: false })
+    (daemon, Xe { socket, port, tcp: true, https })
 }
 
 #[test]

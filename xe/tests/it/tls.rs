@@ -1,38 +1,14 @@
 //! `xe -s HOST` over HTTPS against the real daemon: any certificate by default (as XenServer's xe), the daemon's
 //! own with `--cacert`, a certificate from another CA refused; `--nossl` and `-s 127.0.0.1` stay plain HTTP.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::{Daemon, PASSWORD, Xe, exercise, free_port, xapi_server_binary};
+use crate::{Daemon, PASSWORD, Xe, exercise, start_daemon_on};
 
 /// The daemon with HTTPS only (and its unix socket) on a free loopback port.
 fn start_https_daemon(dir: &Path) -> (Daemon, Xe) {
-    let socket = dir.join("xapi");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let daemon = Daemon(
-        Command::new(xapi_server_binary())
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--http", "none", "--https", &addr.to_string(), "--libvirt-uri", "none"])
-            .arg("--socket")
-            .arg(&socket)
-            .env("XAPI_ROOT_PASSWORD", PASSWORD)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start xapi-server"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(addr).is_err() || !socket.exists() {
-        assert!(Instant::now() < deadline, "xapi-server did not start listening on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (daemon, Xe { socket, port, tcp: true, https: true })
+    start_daemon_on(dir, true)
 }
 
 fn xe(args: &[&str]) -> std::process::Output {
